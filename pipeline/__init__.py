@@ -1,0 +1,1 @@
+"""The stream-processing pipeline: event contract, topics and the Faust worker."""

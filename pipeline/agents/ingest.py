@@ -1,0 +1,392 @@
+"""The ingest agent: message.received events → identities, customers, timeline, conversations.
+
+A batch is processed as one idempotent unit: every write is keyed on a natural or
+deterministic id, every emitted event has a deterministic id, so replaying a batch after a
+crash changes nothing and re-emits the same events. The caller acknowledges the batch's
+offsets only after :meth:`Ingestor.process` returned, i.e. after the store and the broker
+acknowledged everything. Records that can never succeed go to the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka.errors import KafkaError
+from prometheus_client import Counter, Histogram
+from pymongo.errors import ConnectionFailure, OperationFailure
+
+from pipeline import contract as c
+from pipeline import topics
+from pipeline.publish import Publisher, Record
+from store import conversations, customers, identities, interactions
+from store.mongo import Doc, Store
+from unify.identifiers import InvalidIdentifier, normalize
+from unify.resolver import Resolution, Sighting, resolve_batch
+
+log = logging.getLogger("omnihub.ingest")
+
+SOURCE = "/omnihub/pipeline"
+
+EVENTS = Counter("omnihub_ingest_events_total", "records handled by ingest", ["outcome"])
+BATCH_SECONDS = Histogram(
+    "omnihub_ingest_batch_seconds",
+    "time to process one ingest batch",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+BATCH_SIZE = Histogram(
+    "omnihub_ingest_batch_size", "records per ingest batch", buckets=(1, 10, 50, 100, 250, 500, 1000)
+)
+RETRIES = Counter("omnihub_store_retries_total", "transient failures retried", ["stage"])
+
+TRANSIENT = (ConnectionFailure, KafkaError, asyncio.TimeoutError)
+MAX_RACE_ROUNDS = 8
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+
+@dataclass
+class _Item:
+    raw: RawRecord
+    event: c.CloudEvent[Any]
+    message: c.Message
+    identifiers: tuple[str, ...]
+
+
+@dataclass
+class BatchResult:
+    stored: int = 0
+    deadlettered: int = 0
+    emitted: int = 0
+    dead: list[c.DeadLetter] = field(default_factory=list)
+
+
+class Ingestor:
+    def __init__(
+        self,
+        store: Store,
+        publisher: Publisher,
+        *,
+        default_region: str = "IR",
+        retry_max: float = 10.0,
+    ) -> None:
+        self.store = store
+        self.publisher = publisher
+        self.default_region = default_region
+        self.retry_max = retry_max
+
+    # ------------------------------------------------------------------ entry point
+    async def process(self, records: Sequence[RawRecord]) -> BatchResult:
+        """Handle one batch; returns only when its effects are durable (retries transients)."""
+        started = time.perf_counter()
+        result = BatchResult()
+        items: list[_Item] = []
+        for raw in records:
+            item = self._decode(raw, result)
+            if item is not None:
+                items.append(item)
+        if items:
+            await self._retrying("apply", lambda: self._apply_or_split(items, result))
+        if result.dead:
+            await self._retrying("deadletter", lambda: self._publish_dead(result.dead))
+        EVENTS.labels("stored").inc(result.stored)
+        EVENTS.labels("deadletter").inc(result.deadlettered)
+        BATCH_SIZE.observe(len(records))
+        BATCH_SECONDS.observe(time.perf_counter() - started)
+        return result
+
+    async def _retrying(self, stage: str, step: Any) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await step()
+                return
+            except TRANSIENT as exc:
+                RETRIES.labels(stage).inc()
+                log.warning("ingest.retry stage=%s error=%s delay=%.1fs", stage, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.retry_max)
+
+    # ------------------------------------------------------------------ decode
+    def _decode(self, raw: RawRecord, result: BatchResult) -> _Item | None:
+        try:
+            event = c.parse_event(raw.value, expect=c.MESSAGE_RECEIVED)
+        except c.ContractError as exc:
+            self._dead(raw, "validate", str(exc), result)
+            return None
+        message: c.Message = event.data
+        idents: list[str] = []
+        reasons: list[str] = []
+        for ident in message.sender:
+            try:
+                norm = normalize(ident.kind, ident.value, default_region=self.default_region)
+            except InvalidIdentifier as exc:
+                reasons.append(f"{ident.kind}: {exc}")
+                continue
+            # Claimed identifiers never link automatically (the identity issue adds
+            # suggestions); the first cut resolves on channel-assured ones only.
+            if ident.assurance == "channel" and norm not in idents:
+                idents.append(norm)
+        if not idents:
+            why = "; ".join(reasons) or "no channel-assured sender identifier"
+            self._dead(raw, "identify", f"no usable sender identifier ({why})", result)
+            return None
+        return _Item(raw, event, message, tuple(idents))
+
+    def _dead(self, raw: RawRecord, stage: str, error: str, result: BatchResult) -> None:
+        log.warning(
+            "ingest.deadletter stage=%s topic=%s partition=%d offset=%d error=%s",
+            stage, raw.topic, raw.partition, raw.offset, error,
+        )
+        result.deadlettered += 1
+        result.dead.append(
+            c.DeadLetter(
+                stage=stage,
+                error=error[:2000],
+                topic=raw.topic,
+                partition=raw.partition,
+                offset=raw.offset,
+                key_b64=base64.b64encode(raw.key).decode() if raw.key is not None else None,
+                value_b64=base64.b64encode(raw.value).decode(),
+                failed_at=c.utcnow(),
+            )
+        )
+
+    async def _publish_dead(self, dead: list[c.DeadLetter]) -> None:
+        records = []
+        for d in dead:
+            ev = c.envelope(
+                c.MESSAGE_DEADLETTERED,
+                d,
+                id=c.deterministic_id(d.topic, str(d.partition), str(d.offset), "dead"),
+                source=SOURCE,
+                subject=f"{d.topic}/{d.partition}/{d.offset}",
+            )
+            records.append(Record(topics.DEADLETTER, None, ev.to_json()))
+        await self.publisher.publish(records)
+
+    # ------------------------------------------------------------------ apply
+    async def _apply_or_split(self, items: list[_Item], result: BatchResult) -> None:
+        """Apply the batch; if the store rejects it for good, find the bad records one by one."""
+        try:
+            result.emitted += await self._apply(items)
+            result.stored += len(items)
+        except OperationFailure as exc:  # includes write errors: not transient
+            if len(items) == 1:
+                self._dead(items[0].raw, "store", f"store rejected the record: {exc}", result)
+                return
+            log.warning("ingest.split size=%d error=%s", len(items), exc)
+            for item in items:
+                await self._apply_or_split([item], result)
+
+    async def _apply(self, items: list[_Item]) -> int:
+        now = c.utcnow()
+        store = self.store
+        resolutions = await self._resolve(items)
+        by_event = {r.event_id: r for r in resolutions}
+
+        # customers: create missing ones, add newly linked identifiers
+        first_event: dict[str, _Item] = {}
+        new_idents: dict[str, list[str]] = {}
+        for item in items:
+            res = by_event[item.event.id]
+            first_event.setdefault(res.customer_id, item)
+            new_idents.setdefault(res.customer_id, []).extend(item.identifiers)
+        await customers.upsert_many(
+            store,
+            [
+                customers.NewCustomer(
+                    customer_id=cid,
+                    origin_event_id=it.event.id,
+                    display_name=it.message.display_name,
+                    identifiers=sorted(set(new_idents[cid])),
+                    name_tokens=_name_tokens(it.message.display_name),
+                    created_at=it.message.occurred_at,
+                )
+                for cid, it in first_event.items()
+            ],
+            now,
+        )
+        origins = await customers.origins(store, list(first_event))
+
+        # conversations: a replayed interaction keeps the conversation it got first time
+        recorded = await interactions.conversation_of(store, [i.event.id for i in items])
+        keys = {
+            i.event.id: (by_event[i.event.id].customer_id, i.message.channel, i.message.thread)
+            for i in items
+        }
+        active = await conversations.active_for(store, list(set(keys.values())))
+        proposals: dict[conversations.Key, Doc] = {}
+        for item in items:
+            key = keys[item.event.id]
+            if item.event.id in recorded or key in active or key in proposals:
+                continue
+            if item.message.direction != "in":
+                continue  # outbound messages never open a conversation
+            proposals[key] = {
+                "_id": c.derived_id(item.event.id, "conversation"),
+                "customer_id": key[0],
+                "channel": key[1],
+                "thread": key[2],
+                "account": item.message.account,
+                "state": "open",
+                "assignee": None,
+                "offer_id": None,
+                "priority": 0,
+                "opened_at": now,
+                "opened_by": item.event.id,
+                "last_message_at": item.message.occurred_at,
+            }
+        if proposals:
+            active.update(await conversations.open_many(store, list(proposals.values())))
+
+        # the timeline
+        docs: list[Doc] = []
+        touch: dict[str, Any] = {}
+        for item in items:
+            eid = item.event.id
+            conv_id = recorded[eid] if eid in recorded else _id_or_none(active.get(keys[eid]))
+            docs.append(_interaction_doc(item, by_event[eid].customer_id, conv_id, now))
+            if conv_id is not None:
+                at = item.message.occurred_at
+                touch[conv_id] = max(touch.get(conv_id, at), at)
+        await interactions.record_many(store, docs)
+        await conversations.touch_many(store, touch)
+
+        # events for the public stream, deterministic ids so replays re-emit the same ones
+        out = self._events(items, by_event, origins, active, keys, docs)
+        await self.publisher.publish(out)
+        return len(out)
+
+    async def _resolve(self, items: list[_Item]) -> list[Resolution]:
+        sightings = [Sighting(i.event.id, i.identifiers) for i in items]
+        all_idents = {ident for i in items for ident in i.identifiers}
+        for _ in range(MAX_RACE_ROUNDS):
+            known = await identities.lookup(self.store, all_idents)
+            resolutions = resolve_batch(
+                sightings, known, lambda eid: c.derived_id(eid, "customer")
+            )
+            proposed = {ident: r.customer_id for r in resolutions for ident in r.attach}
+            owners = await identities.link(self.store, proposed, c.utcnow())
+            if all(owners.get(k) == v for k, v in proposed.items()):
+                return resolutions
+            # another worker linked one of these identifiers first: decide again with it
+            log.info("ingest.identity_race identifiers=%d", len(proposed))
+        raise ConnectionFailure("identity resolution did not settle; will retry the batch")
+
+    def _events(
+        self,
+        items: list[_Item],
+        by_event: dict[str, Resolution],
+        origins: dict[str, str],
+        active: dict[conversations.Key, Doc],
+        keys: dict[str, conversations.Key],
+        docs: list[Doc],
+    ) -> list[Record]:
+        out: list[Record] = []
+
+        def emit(type_: str, data: Any, parent: str, customer_id: str, *extra: str) -> None:
+            ev = c.envelope(
+                type_,
+                data,
+                id=c.derived_id(parent, "\x1e".join((type_, *extra))),
+                source=SOURCE,
+                subject=customer_id,
+            )
+            out.append(Record(topics.CUSTOMER_EVENTS, customer_id.encode(), ev.to_json()))
+
+        for item, doc in zip(items, docs, strict=True):
+            eid = item.event.id
+            res = by_event[eid]
+            cid = res.customer_id
+            if origins.get(cid) == eid:
+                emit(
+                    c.CUSTOMER_CREATED,
+                    c.CustomerCreated(
+                        customer_id=cid,
+                        identifiers=list(item.identifiers),
+                        display_name=item.message.display_name,
+                        created_at=item.message.occurred_at,
+                    ),
+                    eid, cid,
+                )
+            elif res.attach:
+                for ident in res.attach:
+                    emit(
+                        c.CUSTOMER_IDENTIFIED,
+                        c.CustomerIdentified(customer_id=cid, identifier=ident),
+                        eid, cid, ident,
+                    )
+            emit(
+                c.INTERACTION_RECORDED,
+                c.InteractionRecorded(
+                    interaction_id=eid,
+                    customer_id=cid,
+                    conversation_id=doc["conversation_id"],
+                    message=item.message,
+                ),
+                eid, cid,
+            )
+            conv = active.get(keys[eid])
+            if conv is not None and conv.get("opened_by") == eid:
+                emit(
+                    c.CONVERSATION_OPENED,
+                    c.ConversationOpened(
+                        conversation_id=conv["_id"],
+                        customer_id=cid,
+                        channel=item.message.channel,
+                        account=item.message.account,
+                        thread=item.message.thread,
+                        opened_at=conv["opened_at"],
+                        first_interaction_id=eid,
+                        priority=conv.get("priority", 0),
+                    ),
+                    eid, cid,
+                )
+        return out
+
+
+def _id_or_none(doc: Doc | None) -> str | None:
+    return None if doc is None else str(doc["_id"])
+
+
+def _name_tokens(name: str | None) -> list[str]:
+    return sorted({t for t in (name or "").casefold().split() if t})
+
+
+def _interaction_doc(item: _Item, customer_id: str, conv_id: str | None, now: Any) -> Doc:
+    m = item.message
+    return {
+        "_id": item.event.id,
+        "customer_id": customer_id,
+        "conversation_id": conv_id,
+        "channel": m.channel,
+        "direction": m.direction,
+        "account": m.account,
+        "source_id": m.source_id,
+        "thread": m.thread,
+        "sender": list(item.identifiers),
+        "display_name": m.display_name,
+        "occurred_at": m.occurred_at,
+        "received_at": now,
+        "subject": m.subject,
+        "text": m.text,
+        "html": m.html,
+        "attachments": [a.model_dump() for a in m.attachments],
+        "call": m.call.model_dump() if m.call else None,
+    }
+
+
+__all__ = ["BatchResult", "Ingestor", "RawRecord"]

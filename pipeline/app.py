@@ -1,0 +1,109 @@
+"""The Faust app of the pipeline worker: everything hangs off the object built here."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faust
+from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from hub.settings import Settings
+from pipeline import topics
+from pipeline.agents.ingest import Ingestor, RawRecord
+from pipeline.publish import FaustPublisher
+from store.mongo import connect, ensure_indexes, wait_ready
+
+log = logging.getLogger("omnihub.worker")
+
+
+def create_app(settings: Settings) -> faust.App:
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{hp.strip()}" for hp in settings.bootstrap.split(",")],
+        store="memory://",
+        autodiscover=False,
+        value_serializer="raw",
+        key_serializer="raw",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.kafka_session_timeout,
+        broker_heartbeat_interval=settings.kafka_heartbeat_interval,
+        broker_commit_every=1000,
+        broker_commit_interval=1.0,
+        producer_acks=-1,
+        producer_linger=0.005,
+        web_enabled=True,
+        web_host=settings.host,
+        web_port=settings.worker_port,
+        web_bind=settings.host,
+        web_in_thread=False,
+        datadir=str(settings.data_dir / "worker"),
+        stream_wait_empty=False,
+    )
+    inbound = app.topic(
+        topics.INBOUND,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.partitions,
+    )
+    state: dict[str, Any] = {"ingestor": None}
+
+    @app.task
+    async def connect_store() -> None:
+        store = connect(settings.mongo_url, settings.mongo_db)
+        await wait_ready(store, settings.ready_timeout)
+        await ensure_indexes(store)
+        state["ingestor"] = Ingestor(
+            store,
+            FaustPublisher(app),
+            default_region=settings.default_region,
+            retry_max=settings.store_retry_max,
+        )
+        log.info("worker.store_ready")
+
+    @app.agent(inbound, name="ingest")
+    async def ingest(stream: faust.StreamT[Any]) -> None:
+        # noack_take: offsets are acknowledged by us, only after the batch is durable, so a
+        # crash or a stop in the middle of a batch never commits it.
+        async for events in stream.noack_take(settings.batch_size, within=settings.batch_within):
+            ingestor = state["ingestor"]
+            while ingestor is None:
+                await app.sleep(0.1)
+                ingestor = state["ingestor"]
+            batch = [
+                RawRecord(
+                    topic=e.message.topic,
+                    partition=e.message.partition,
+                    offset=e.message.offset,
+                    key=e.message.key,
+                    value=e.message.value,
+                )
+                for e in events
+            ]
+            await ingestor.process(batch)
+            for e in events:
+                await stream.ack(e)
+
+    @app.page("/healthz")
+    class Health(View):
+        async def get(self, request: Request) -> Response:
+            assigned = app.consumer.assignment() if app.consumer else set()
+            ready = state["ingestor"] is not None and not app.rebalancing
+            body = {
+                "status": "ok" if ready else "starting",
+                "service": "worker",
+                "partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in assigned),
+            }
+            return self.json(body, status=200 if ready else 503)
+
+    @app.page("/metrics")
+    class Metrics(View):
+        async def get(self, request: Request) -> Response:
+            return self.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+
+    return app

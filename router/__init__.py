@@ -1,0 +1,1 @@
+"""Routing conversations to agents: pure policy, the service around it, the agent API."""

@@ -1,0 +1,66 @@
+"""customers: one document per person; a merged customer stays as a tombstone."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pymongo import UpdateOne
+
+from store.mongo import Doc, Store
+
+MAX_TOMBSTONE_HOPS = 16
+
+
+@dataclass(frozen=True)
+class NewCustomer:
+    customer_id: str
+    origin_event_id: str
+    display_name: str | None
+    identifiers: Sequence[str]
+    name_tokens: Sequence[str]
+    created_at: datetime
+
+
+async def upsert_many(store: Store, items: Sequence[NewCustomer], now: datetime) -> None:
+    """Create customers that do not exist yet and add identifiers to those that do."""
+    if not items:
+        return
+    ops = []
+    for item in items:
+        update: dict[str, Any] = {
+            "$setOnInsert": {
+                "created_at": item.created_at,
+                "origin_event_id": item.origin_event_id,
+                "merged_into": None,
+            },
+            "$addToSet": {
+                "identifiers": {"$each": list(item.identifiers)},
+                "name_tokens": {"$each": list(item.name_tokens)},
+            },
+            "$set": {"updated_at": now},
+        }
+        if item.display_name:
+            update["$setOnInsert"]["display_name"] = item.display_name
+        ops.append(UpdateOne({"_id": item.customer_id}, update, upsert=True))
+    await store.customers.bulk_write(ops, ordered=False)
+
+
+async def get(store: Store, customer_id: str, *, follow: bool = True) -> Doc | None:
+    """The customer, following merge tombstones to the survivor unless ``follow`` is off."""
+    doc = await store.customers.find_one({"_id": customer_id})
+    hops = 0
+    while follow and doc is not None and doc.get("merged_into") and hops < MAX_TOMBSTONE_HOPS:
+        doc = await store.customers.find_one({"_id": doc["merged_into"]})
+        hops += 1
+    return doc
+
+
+async def origins(store: Store, customer_ids: Sequence[str]) -> dict[str, str]:
+    """Event that created each customer: lets replays re-emit customer.created identically."""
+    cursor = store.customers.find(
+        {"_id": {"$in": list(set(customer_ids))}}, {"origin_event_id": 1}
+    )
+    return {doc["_id"]: doc.get("origin_event_id", "") async for doc in cursor}

@@ -1,0 +1,51 @@
+"""interactions: the unified timeline. ``_id`` = message event id, so replays are no-ops."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from pymongo import UpdateOne
+
+from store.mongo import Doc, Store
+
+
+async def record_many(store: Store, docs: Sequence[Doc]) -> None:
+    if not docs:
+        return
+    ops = [UpdateOne({"_id": d["_id"]}, {"$setOnInsert": d}, upsert=True) for d in docs]
+    await store.interactions.bulk_write(ops, ordered=False)
+
+
+async def conversation_of(store: Store, ids: Sequence[str]) -> dict[str, str | None]:
+    """Conversation already recorded for each interaction (a replay must keep it)."""
+    cursor = store.interactions.find({"_id": {"$in": list(ids)}}, {"conversation_id": 1})
+    return {d["_id"]: d.get("conversation_id") async for d in cursor}
+
+
+async def timeline(
+    store: Store,
+    customer_ids: Sequence[str],
+    *,
+    limit: int = 50,
+    before: tuple[datetime, str] | None = None,
+) -> list[Doc]:
+    """Newest first; ``before`` is the (occurred_at, _id) cursor of the last page's end."""
+    query: Doc = {"customer_id": {"$in": list(customer_ids)}}
+    if before is not None:
+        at, last_id = before
+        query["$or"] = [
+            {"occurred_at": {"$lt": at}},
+            {"occurred_at": at, "_id": {"$lt": last_id}},
+        ]
+    cursor = store.interactions.find(query).sort([("occurred_at", -1), ("_id", -1)]).limit(limit)
+    return [d async for d in cursor]
+
+
+async def of_conversation(store: Store, conversation_id: str, limit: int = 200) -> list[Doc]:
+    cursor = (
+        store.interactions.find({"conversation_id": conversation_id})
+        .sort([("occurred_at", 1), ("_id", 1)])
+        .limit(limit)
+    )
+    return [d async for d in cursor]

@@ -1,0 +1,126 @@
+"""MongoDB connection, collections and indexes: the system of record.
+
+Correctness without multi-document transactions rests on the unique indexes created here, so
+every service calls :func:`ensure_indexes` at start (it is idempotent and cheap).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import PyMongoError
+
+log = logging.getLogger(__name__)
+
+Doc = dict[str, Any]
+
+INDEXES: dict[str, list[IndexModel]] = {
+    # identities: _id = normalised identifier (unique by construction) → customer_id
+    "identities": [IndexModel([("customer_id", ASCENDING)], name="by_customer")],
+    "customers": [
+        IndexModel([("merged_into", ASCENDING)], name="by_merged_into", sparse=True),
+        IndexModel([("name_tokens", ASCENDING)], name="by_name_token"),
+    ],
+    "interactions": [
+        IndexModel(
+            [("customer_id", ASCENDING), ("occurred_at", DESCENDING), ("_id", DESCENDING)],
+            name="timeline",
+        ),
+        IndexModel([("conversation_id", ASCENDING), ("occurred_at", ASCENDING)], name="by_conv"),
+    ],
+    "conversations": [
+        # at most one active conversation per customer thread
+        IndexModel(
+            [("customer_id", ASCENDING), ("channel", ASCENDING), ("thread", ASCENDING)],
+            name="one_active_per_thread",
+            unique=True,
+            partialFilterExpression={"active": True},
+        ),
+        IndexModel([("customer_id", ASCENDING), ("opened_at", DESCENDING)], name="by_customer"),
+        IndexModel([("state", ASCENDING), ("opened_at", ASCENDING)], name="queue"),
+        IndexModel([("assignee", ASCENDING), ("state", ASCENDING)], name="by_assignee"),
+    ],
+    "agents": [
+        IndexModel([("token_hash", ASCENDING)], name="by_token", unique=True),
+        IndexModel([("online", ASCENDING), ("last_offered_at", ASCENDING)], name="round_robin"),
+    ],
+    "offers": [
+        IndexModel([("agent_id", ASCENDING), ("state", ASCENDING)], name="by_agent"),
+        IndexModel([("state", ASCENDING), ("expires_at", ASCENDING)], name="expiry"),
+        IndexModel([("conversation_id", ASCENDING), ("state", ASCENDING)], name="by_conv"),
+    ],
+}
+
+
+@dataclass
+class Store:
+    """One client and the collections of omnihub's database."""
+
+    client: AsyncMongoClient[Doc]
+    db: AsyncDatabase[Doc]
+
+    @property
+    def identities(self) -> AsyncCollection[Doc]:
+        return self.db["identities"]
+
+    @property
+    def customers(self) -> AsyncCollection[Doc]:
+        return self.db["customers"]
+
+    @property
+    def interactions(self) -> AsyncCollection[Doc]:
+        return self.db["interactions"]
+
+    @property
+    def conversations(self) -> AsyncCollection[Doc]:
+        return self.db["conversations"]
+
+    @property
+    def agents(self) -> AsyncCollection[Doc]:
+        return self.db["agents"]
+
+    @property
+    def offers(self) -> AsyncCollection[Doc]:
+        return self.db["offers"]
+
+    async def ping(self) -> None:
+        await self.db.command("ping")
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+def connect(url: str, db: str, *, timeout_ms: int = 5000) -> Store:
+    client: AsyncMongoClient[Doc] = AsyncMongoClient(
+        url,
+        tz_aware=True,
+        serverSelectionTimeoutMS=timeout_ms,
+        connectTimeoutMS=timeout_ms,
+        appname="omnihub",
+    )
+    return Store(client=client, db=client[db])
+
+
+async def ensure_indexes(store: Store) -> None:
+    for name, models in INDEXES.items():
+        await store.db[name].create_indexes(models)
+
+
+async def wait_ready(store: Store, timeout: float) -> None:
+    """Ping until the server answers or ``timeout`` seconds pass."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            await store.ping()
+            return
+        except PyMongoError:
+            if loop.time() >= deadline:
+                raise
+            await asyncio.sleep(0.2)

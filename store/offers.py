@@ -1,0 +1,49 @@
+"""offers: a conversation offered to one agent, pending until accepted, declined or expired."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pymongo import ReturnDocument
+
+from store.mongo import Doc, Store
+
+
+async def create(store: Store, doc: Doc) -> None:
+    await store.offers.insert_one(doc)
+
+
+async def get(store: Store, offer_id: str) -> Doc | None:
+    return await store.offers.find_one({"_id": offer_id})
+
+
+async def pending_for(store: Store, agent_id: str) -> list[Doc]:
+    cursor = store.offers.find({"agent_id": agent_id, "state": "pending"}).sort("created_at", 1)
+    return [d async for d in cursor]
+
+
+async def transition(
+    store: Store,
+    offer_id: str,
+    to: str,
+    now: datetime,
+    *,
+    agent_id: str | None = None,
+    unexpired: bool = False,
+) -> Doc | None:
+    """Move a pending offer to ``to``; None if it is no longer pending (someone else won)."""
+    query: Doc = {"_id": offer_id, "state": "pending"}
+    if agent_id is not None:
+        query["agent_id"] = agent_id
+    if unexpired:
+        query["expires_at"] = {"$gt": now}
+    return await store.offers.find_one_and_update(
+        query,
+        {"$set": {"state": to, "closed_at": now}},
+        return_document=ReturnDocument.AFTER,
+    )
+
+
+async def expired(store: Store, now: datetime, limit: int = 200) -> list[Doc]:
+    cursor = store.offers.find({"state": "pending", "expires_at": {"$lte": now}}).limit(limit)
+    return [d async for d in cursor]

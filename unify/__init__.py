@@ -1,0 +1,1 @@
+"""Customer identity: canonical identifiers and their unification across channels."""
