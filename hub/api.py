@@ -10,7 +10,7 @@ from aiohttp import web
 from connectors.api import ApiConnector
 from hub import customers
 from hub.settings import Settings
-from hub.web import API_TOKEN, STORE, edge, healthz, metrics
+from hub.web import API_TOKEN, MAX_BODY, STORE, edge, healthz, metrics
 from pipeline.publish import KafkaPublisher
 from router import api as router_api
 from router.service import Router
@@ -22,6 +22,7 @@ log = logging.getLogger("omnihub.api")
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[edge], client_max_size=settings.max_body_bytes)
     app[API_TOKEN] = settings.resolve_api_token(create=False)
+    app[MAX_BODY] = settings.max_body_bytes
     app[customers.REGION] = settings.default_region
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -33,7 +34,9 @@ def create_app(settings: Settings) -> web.Application:
         )
         await publisher.start()
         router = Router(store, publisher, offer_timeout=settings.offer_timeout)
-        await router.start(settings.bootstrap, settings.router_group, settings.kafka_session_timeout)
+        await router.start(
+            settings.bootstrap, settings.router_group, settings.kafka_session_timeout
+        )
         app[STORE] = store
         app[router_api.ROUTER] = router
         connector.publisher = publisher
@@ -44,6 +47,7 @@ def create_app(settings: Settings) -> web.Application:
         await store.close()
 
     connector = ApiConnector(publisher=None)  # type: ignore[arg-type]  # set at start-up
+    connector.default_region = settings.default_region
     app.cleanup_ctx.append(lifecycle)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)

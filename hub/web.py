@@ -35,6 +35,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 STORE: web.AppKey[Store] = web.AppKey("store", Store)
 API_TOKEN: web.AppKey[str] = web.AppKey("api_token", str)
+MAX_BODY: web.AppKey[int] = web.AppKey("max_body", int)
 
 
 class ApiError(Exception):
@@ -145,9 +146,10 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
     except ApiError as exc:
         status = exc.status
         return error_response(exc.status, exc.code, exc.message, exc.field)
-    except web.HTTPRequestEntityTooLarge as exc:
+    except web.HTTPRequestEntityTooLarge:
         status = 413
-        return error_response(413, "too_large", f"body larger than {exc.max_size} bytes")
+        limit = request.app[MAX_BODY]
+        return error_response(413, "too_large", f"request body is larger than {limit} bytes")
     except web.HTTPException as exc:
         status = exc.status
         if exc.status < 400:

@@ -19,6 +19,8 @@ log = logging.getLogger("omnihub.worker")
 
 
 def create_app(settings: Settings) -> faust.App:
+    datadir = settings.data_dir / "worker"
+    datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{hp.strip()}" for hp in settings.bootstrap.split(",")],
@@ -40,7 +42,7 @@ def create_app(settings: Settings) -> faust.App:
         web_port=settings.worker_port,
         web_bind=settings.host,
         web_in_thread=False,
-        datadir=str(settings.data_dir / "worker"),
+        datadir=str(datadir),
         stream_wait_empty=False,
     )
     inbound = app.topic(

@@ -12,12 +12,19 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 #: Namespace of every deterministic omnihub id (uuid5). Never change it: ids are stored.
 NAMESPACE = uuid.UUID("6f6d6e69-6875-6200-8000-000000000001")
 
-SPECVERSION = "1.0"
+SPECVERSION: Literal["1.0"] = "1.0"
 
 Channel = Literal["email", "sms", "telegram", "webchat", "call", "api"]
 Direction = Literal["in", "out"]
@@ -216,7 +223,7 @@ DATA_TYPES: dict[str, type[_Frozen]] = {
     SIGNAL_RAISED: SignalRaised,
 }
 
-D = TypeVar("D", bound=BaseModel)
+D = TypeVar("D")
 
 
 class CloudEvent(_Frozen, Generic[D]):
@@ -271,7 +278,9 @@ def envelope(
     )
 
 
-def message_event(message: Message, *, source: str, time: datetime | None = None) -> CloudEvent[Any]:
+def message_event(
+    message: Message, *, source: str, time: datetime | None = None
+) -> CloudEvent[Any]:
     return envelope(
         MESSAGE_RECEIVED,
         message,
@@ -295,8 +304,6 @@ def parse_event(raw: bytes | str, *, expect: str | None = None) -> CloudEvent[An
 
     Raises ContractError naming the first bad field.
     """
-    from pydantic import ValidationError
-
     try:
         head = CloudEvent[dict[str, Any]].model_validate_json(raw)
     except ValidationError as exc:

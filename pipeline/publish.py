@@ -30,9 +30,7 @@ class FaustPublisher:
 
     async def publish(self, records: Sequence[Record]) -> None:
         producer = self._app.producer
-        futures = [
-            await producer.send(r.topic, r.key, r.value, None, None, None) for r in records
-        ]
+        futures = [await producer.send(r.topic, r.key, r.value, None, None, None) for r in records]
         if futures:
             await asyncio.gather(*futures)
 

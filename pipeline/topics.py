@@ -37,6 +37,7 @@ def all_topics(partitions: int) -> list[TopicSpec]:
         TopicSpec(CUSTOMER_EVENTS, partitions, "public customer-event stream"),
         TopicSpec(DEADLETTER, 1, "records that failed processing"),
     ]
-    specs += [TopicSpec(outbound(ch), partitions, f"replies to send on {ch}") for ch in
-              OUTBOUND_CHANNELS]
+    specs += [
+        TopicSpec(outbound(ch), partitions, f"replies to send on {ch}") for ch in OUTBOUND_CHANNELS
+    ]
     return specs

@@ -25,5 +25,9 @@ def rank(agents: Iterable[AgentView], exclude: Sequence[str] = ()) -> list[Agent
     # never-offered agents first, then the oldest turn; ties broken by id for determinism
     return sorted(
         eligible,
-        key=lambda a: (a.last_offered_at is not None, a.last_offered_at or datetime.min, a.agent_id),
+        key=lambda a: (
+            a.last_offered_at is not None,
+            a.last_offered_at or datetime.min,
+            a.agent_id,
+        ),
     )

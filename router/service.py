@@ -34,6 +34,7 @@ log = logging.getLogger("omnihub.router")
 OFFERS = Counter("omnihub_router_offers_total", "offers by outcome", ["outcome"])
 ROUTED_TYPES = {c.CONVERSATION_OPENED, c.CONVERSATION_REOPENED}
 SOURCE = "/omnihub/router"
+RESERVE_ROUNDS = 20
 
 
 async def send_json(ws: web.WebSocketResponse, payload: dict[str, Any]) -> None:
@@ -67,6 +68,7 @@ class Router:
         self.sweep_interval = sweep_interval
         self.sockets: dict[str, set[web.WebSocketResponse]] = defaultdict(set)
         self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[None]] = set()
         self._consumer: AIOKafkaConsumer | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -150,17 +152,21 @@ class Router:
     # ------------------------------------------------------------------ routing
     async def route(self, conversation_id: str, exclude: tuple[str, ...] = ()) -> Doc | None:
         """Offer the conversation to the best agent; None if nobody can take it now."""
-        now = c.utcnow()
-        candidates = await agents.online(self.store)
-        views = [AgentView(a["_id"], True, a.get("last_offered_at")) for a in candidates]
-        by_id = {a["_id"]: a for a in candidates}
-        ranked = rank(views, exclude) or rank(views)  # if all were excluded, try them again
-        for view in ranked:
-            agent = await agents.reserve_turn(self.store, by_id[view.agent_id], now)
-            if agent is None:
-                continue  # another router took this turn; try the next agent
-            return await self._offer(conversation_id, agent)
-        return None
+        for _ in range(RESERVE_ROUNDS):
+            now = c.utcnow()
+            candidates = await agents.online(self.store)
+            if not candidates:
+                return None
+            views = [AgentView(a["_id"], True, a.get("last_offered_at")) for a in candidates]
+            by_id = {a["_id"]: a for a in candidates}
+            ranked = rank(views, exclude) or rank(views)  # all excluded: try them again
+            for view in ranked:
+                agent = await agents.reserve_turn(self.store, by_id[view.agent_id], now)
+                if agent is not None:
+                    return await self._offer(conversation_id, agent)
+            # every turn was taken by a concurrent router: look again with fresh turns
+        log.info("router.contended conversation=%s", conversation_id)
+        return None  # the sweep comes back to it
 
     async def _offer(self, conversation_id: str, agent: Doc) -> Doc | None:
         now = c.utcnow()
@@ -258,7 +264,9 @@ class Router:
             await agents.set_presence(self.store, agent_id, True, c.utcnow())
         for offer in await offers.pending_for(self.store, agent_id):
             await send_json(ws, {"type": "offer", "offer": await self.describe(offer)})
-        asyncio.create_task(self._route_waiting())
+        task = asyncio.create_task(self._route_waiting())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _route_waiting(self) -> None:
         with contextlib.suppress(PyMongoError):

@@ -63,7 +63,9 @@ async def touch_many(store: Store, last_at: dict[str, datetime]) -> None:
     """Move each conversation's last_message_at forward (``$max``: replays change nothing)."""
     if not last_at:
         return
-    ops = [UpdateOne({"_id": cid}, {"$max": {"last_message_at": at}}) for cid, at in last_at.items()]
+    ops = [
+        UpdateOne({"_id": cid}, {"$max": {"last_message_at": at}}) for cid, at in last_at.items()
+    ]
     await store.conversations.bulk_write(ops, ordered=False)
 
 

@@ -60,7 +60,5 @@ async def get(store: Store, customer_id: str, *, follow: bool = True) -> Doc | N
 
 async def origins(store: Store, customer_ids: Sequence[str]) -> dict[str, str]:
     """Event that created each customer: lets replays re-emit customer.created identically."""
-    cursor = store.customers.find(
-        {"_id": {"$in": list(set(customer_ids))}}, {"origin_event_id": 1}
-    )
+    cursor = store.customers.find({"_id": {"$in": list(set(customer_ids))}}, {"origin_event_id": 1})
     return {doc["_id"]: doc.get("origin_event_id", "") async for doc in cursor}

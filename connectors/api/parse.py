@@ -9,13 +9,18 @@ from pydantic import ValidationError
 
 from connectors.errors import InvalidPayload
 from pipeline.contract import Message
+from unify.identifiers import InvalidIdentifier, normalize
 
 DEFAULTS = {"channel": "api", "direction": "in"}
 
 
-def parse_message(body: Any, *, now: datetime, default_account: str = "api") -> Message:
+def parse_message(
+    body: Any, *, now: datetime, default_account: str = "api", default_region: str = "IR"
+) -> Message:
     """Validate a pushed message; fills channel ``api``, ``occurred_at`` = now, ``account``
-    and ``thread`` defaults. Raises :class:`InvalidPayload` naming the first bad field."""
+    and ``thread`` defaults. Raises :class:`InvalidPayload` naming the first bad field,
+    including a sender identifier that cannot be normalised (the caller can fix it now;
+    later it could only be dead-lettered)."""
     if not isinstance(body, dict):
         raise InvalidPayload("body must be a JSON object", None)
     channel = body.get("channel", "api")
@@ -27,8 +32,14 @@ def parse_message(body: Any, *, now: datetime, default_account: str = "api") -> 
     if "thread" not in data and isinstance(data.get("account"), str):
         data["thread"] = data["account"]
     try:
-        return Message.model_validate(data)
+        message = Message.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first.get("loc", ()))
         raise InvalidPayload(f"{loc}: {first.get('msg', 'invalid')}", loc or None) from None
+    for i, ident in enumerate(message.sender):
+        try:
+            normalize(ident.kind, ident.value, default_region=default_region)
+        except InvalidIdentifier as exc:
+            raise InvalidPayload(f"sender.{i}.value: {exc}", f"sender.{i}.value") from None
+    return message

@@ -13,6 +13,7 @@ from pipeline.contract import utcnow
 
 class ApiConnector(Connector):
     channel = "api"
+    default_region = "IR"
 
     async def start(self) -> None:
         """Lives inside the API service; nothing to start."""
@@ -27,7 +28,7 @@ class ApiConnector(Connector):
         require_system(principal(request))
         body = await read_json(request)
         try:
-            message = parse_message(body, now=utcnow())
+            message = parse_message(body, now=utcnow(), default_region=self.default_region)
         except InvalidPayload as exc:
             raise ApiError(400, "invalid_field", str(exc), exc.field) from None
         try:

@@ -40,7 +40,9 @@ BATCH_SECONDS = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 BATCH_SIZE = Histogram(
-    "omnihub_ingest_batch_size", "records per ingest batch", buckets=(1, 10, 50, 100, 250, 500, 1000)
+    "omnihub_ingest_batch_size",
+    "records per ingest batch",
+    buckets=(1, 10, 50, 100, 250, 500, 1000),
 )
 RETRIES = Counter("omnihub_store_retries_total", "transient failures retried", ["stage"])
 
@@ -148,7 +150,11 @@ class Ingestor:
     def _dead(self, raw: RawRecord, stage: str, error: str, result: BatchResult) -> None:
         log.warning(
             "ingest.deadletter stage=%s topic=%s partition=%d offset=%d error=%s",
-            stage, raw.topic, raw.partition, raw.offset, error,
+            stage,
+            raw.topic,
+            raw.partition,
+            raw.offset,
+            error,
         )
         result.deadlettered += 1
         result.dead.append(
@@ -275,9 +281,7 @@ class Ingestor:
         all_idents = {ident for i in items for ident in i.identifiers}
         for _ in range(MAX_RACE_ROUNDS):
             known = await identities.lookup(self.store, all_idents)
-            resolutions = resolve_batch(
-                sightings, known, lambda eid: c.derived_id(eid, "customer")
-            )
+            resolutions = resolve_batch(sightings, known, lambda eid: c.derived_id(eid, "customer"))
             proposed = {ident: r.customer_id for r in resolutions for ident in r.attach}
             owners = await identities.link(self.store, proposed, c.utcnow())
             if all(owners.get(k) == v for k, v in proposed.items()):
@@ -320,14 +324,17 @@ class Ingestor:
                         display_name=item.message.display_name,
                         created_at=item.message.occurred_at,
                     ),
-                    eid, cid,
+                    eid,
+                    cid,
                 )
             elif res.attach:
                 for ident in res.attach:
                     emit(
                         c.CUSTOMER_IDENTIFIED,
                         c.CustomerIdentified(customer_id=cid, identifier=ident),
-                        eid, cid, ident,
+                        eid,
+                        cid,
+                        ident,
                     )
             emit(
                 c.INTERACTION_RECORDED,
@@ -337,7 +344,8 @@ class Ingestor:
                     conversation_id=doc["conversation_id"],
                     message=item.message,
                 ),
-                eid, cid,
+                eid,
+                cid,
             )
             conv = active.get(keys[eid])
             if conv is not None and conv.get("opened_by") == eid:
@@ -353,7 +361,8 @@ class Ingestor:
                         first_interaction_id=eid,
                         priority=conv.get("priority", 0),
                     ),
-                    eid, cid,
+                    eid,
+                    cid,
                 )
         return out
 

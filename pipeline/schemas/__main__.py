@@ -1,0 +1,4 @@
+from pipeline.schemas import HERE, write
+
+for name in write():
+    print(HERE / name)

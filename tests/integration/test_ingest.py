@@ -1,0 +1,197 @@
+"""The ingest core against a real SecantusDB: identities, timeline, conversations, events."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from pipeline import contract as c
+from pipeline import topics
+from pipeline.agents.ingest import Ingestor, RawRecord
+from pipeline.publish import Record
+
+pytestmark = pytest.mark.integration
+
+
+class Recorder:
+    """Stands in for Kafka: keeps what was published, can fail on demand."""
+
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+        self.fail_next = 0
+
+    async def publish(self, records: Sequence[Record]) -> None:
+        if self.fail_next:
+            self.fail_next -= 1
+            from aiokafka.errors import KafkaTimeoutError
+
+            raise KafkaTimeoutError("broker down (test)")
+        self.records.extend(records)
+
+    def events(self, topic: str = topics.CUSTOMER_EVENTS) -> list[dict[str, Any]]:
+        return [json.loads(r.value) for r in self.records if r.topic == topic]
+
+
+_offset = iter(range(10**9))
+
+
+def raw(message: c.Message | None = None, value: bytes | None = None) -> RawRecord:
+    if value is None:
+        assert message is not None
+        value = c.message_event(message, source="/test").to_json()
+    return RawRecord(topics.INBOUND, 0, next(_offset), b"k", value)
+
+
+def sms(
+    source_id: str, phone: str, text: str = "سلام", direction: str = "in", **kw: Any
+) -> c.Message:
+    return c.Message.model_validate(
+        {
+            "channel": "sms",
+            "direction": direction,
+            "account": "+982100000000",
+            "source_id": source_id,
+            "sender": [{"kind": "phone", "value": phone}],
+            "thread": kw.pop("thread", "t"),
+            "occurred_at": kw.pop("occurred_at", "2026-03-01T10:00:00Z"),
+            "text": text,
+            **kw,
+        }
+    )
+
+
+async def test_every_phone_form_of_one_person_is_one_customer_with_one_conversation(store) -> None:
+    pub = Recorder()
+    ing = Ingestor(store, pub)
+    forms = ["۰۹۱۲ ۳۴۵ ۶۷۸۹", "+98 912 345 6789", "00989123456789", "٠٩١٢٣٤٥٦٧٨٩"]
+    await ing.process([raw(sms(f"m{i}", f)) for i, f in enumerate(forms)])
+    assert await store.customers.count_documents({}) == 1
+    assert await store.interactions.count_documents({}) == 4
+    assert await store.conversations.count_documents({}) == 1
+    ident = await store.identities.find_one({"_id": "phone:+989123456789"})
+    cust = await store.customers.find_one({})
+    assert ident["customer_id"] == cust["_id"]
+    types = [e["type"] for e in pub.events()]
+    assert types.count(c.CUSTOMER_CREATED) == 1
+    assert types.count(c.INTERACTION_RECORDED) == 4
+    assert types.count(c.CONVERSATION_OPENED) == 1
+    # events are keyed by customer and parse against the contract
+    assert {r.key for r in pub.records} == {cust["_id"].encode()}
+    for r in pub.records:
+        c.parse_event(r.value)
+
+
+async def test_replaying_a_batch_changes_nothing_and_re_emits_identical_events(store) -> None:
+    pub = Recorder()
+    ing = Ingestor(store, pub)
+    batch = [
+        raw(sms("a", "09121111111")),
+        raw(sms("b", "09122222222")),
+        raw(sms("c", "09121111111")),
+    ]
+    await ing.process(batch)
+    first = [(e["id"], e["type"]) for e in pub.events()]
+    snapshot = {
+        name: sorted(
+            [d async for d in store.db[name].find({}, {"_id": 1, "customer_id": 1})],
+            key=lambda d: d["_id"],
+        )
+        for name in ("identities", "customers", "interactions", "conversations")
+    }
+    pub.records.clear()
+    await ing.process(batch)  # the worker died before committing: the batch comes again
+    assert [(e["id"], e["type"]) for e in pub.events()] == first
+    for name, docs in snapshot.items():
+        again = sorted(
+            [d async for d in store.db[name].find({}, {"_id": 1, "customer_id": 1})],
+            key=lambda d: d["_id"],
+        )
+        assert again == docs, name
+
+
+async def test_bad_records_go_to_the_dead_letter_topic_and_the_batch_goes_on(store) -> None:
+    pub = Recorder()
+    ing = Ingestor(store, pub)
+    garbage = b"\x00\xffnot json"
+    wrong = json.loads(c.message_event(sms("x", "09121234567"), source="/t").to_json())
+    wrong["data"]["channel"] = "fax"
+    bad_phone = sms("y", "09121234567").model_copy(
+        update={"sender": [c.Identifier(kind="phone", value="12")]}
+    )
+    batch = [
+        raw(sms("ok1", "09121234567")),
+        raw(value=garbage),
+        raw(value=json.dumps(wrong).encode()),
+        raw(bad_phone),
+        raw(sms("ok2", "09121234567")),
+    ]
+    result = await ing.process(batch)
+    assert (result.stored, result.deadlettered) == (2, 3)
+    assert await store.interactions.count_documents({}) == 2
+    dead = pub.events(topics.DEADLETTER)
+    assert [d["data"]["stage"] for d in dead] == ["validate", "validate", "identify"]
+    assert base64.b64decode(dead[0]["data"]["value_b64"]) == garbage  # original bytes kept
+    assert "data.channel" in dead[1]["data"]["error"]
+    assert dead[2]["data"]["offset"] == batch[3].offset
+    for d in dead:
+        assert c.parse_event(json.dumps(d)).type == c.MESSAGE_DEADLETTERED
+
+
+async def test_outbound_messages_join_the_timeline_without_opening_a_conversation(store) -> None:
+    pub = Recorder()
+    ing = Ingestor(store, pub)
+    await ing.process([raw(sms("o1", "09121234567", direction="out"))])
+    assert await store.interactions.count_documents({}) == 1
+    assert await store.conversations.count_documents({}) == 0
+    await ing.process(
+        [raw(sms("i1", "09121234567")), raw(sms("o2", "09121234567", direction="out"))]
+    )
+    conv = await store.conversations.find_one({})
+    ids = [c.message_event_id("sms", "+982100000000", s) for s in ("i1", "o2")]
+    docs = [d async for d in store.interactions.find({"_id": {"$in": ids}})]
+    assert {d["conversation_id"] for d in docs} == {conv["_id"]}
+
+
+async def test_a_transient_broker_failure_is_retried_not_lost(store) -> None:
+    pub = Recorder()
+    pub.fail_next = 2
+    ing = Ingestor(store, pub)
+    await ing.process([raw(sms("r1", "09121234567"))])
+    assert [e["type"] for e in pub.events()].count(c.INTERACTION_RECORDED) == 1
+
+
+async def test_two_threads_of_one_customer_are_two_conversations(store) -> None:
+    ing = Ingestor(store, Recorder())
+    await ing.process(
+        [raw(sms("t1", "09121234567", thread="a")), raw(sms("t2", "09121234567", thread="b"))]
+    )
+    assert await store.conversations.count_documents({"active": True}) == 2
+    assert await store.customers.count_documents({}) == 1
+
+
+async def test_racing_workers_on_overlapping_identifiers_converge(store) -> None:
+    """Several ingestors (as several workers would) take overlapping batches concurrently:
+    afterwards every identifier has one owner, each message one interaction, and every
+    message of a phone is on its owner's timeline."""
+    rng = random.Random(7)
+    phones = [f"0912{n:07d}" for n in range(40)]
+    messages = [sms(f"race-{i}", rng.choice(phones)) for i in range(400)]
+    batches = [[raw(m) for m in rng.sample(messages, 60)] for _ in range(12)]
+    batches.append([raw(m) for m in messages])  # and one that has them all
+    ingestors = [Ingestor(store, Recorder()) for _ in range(4)]
+    await asyncio.gather(*(ingestors[i % 4].process(b) for i, b in enumerate(batches)))
+    assert await store.interactions.count_documents({}) == 400
+    owners = {d["_id"]: d["customer_id"] async for d in store.identities.find({})}
+    assert len(owners) == len({m.sender[0].value for m in messages})
+    async for doc in store.interactions.find({}):
+        assert owners[doc["sender"][0]] == doc["customer_id"]
+    # customers referenced by identities all exist; no customer without an identity
+    cust_ids = {d["_id"] async for d in store.customers.find({})}
+    assert set(owners.values()) == cust_ids
+    assert await store.conversations.count_documents({"active": True}) == len(set(owners.values()))
