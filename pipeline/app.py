@@ -106,6 +106,8 @@ def create_app(settings: Settings) -> faust.App:
     @app.page("/metrics")
     class Metrics(View):
         async def get(self, request: Request) -> Response:
-            return self.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+            # the exposition content type carries a charset: pass it as a header, not as
+            # content_type (aiohttp refuses a charset there)
+            return self.bytes(generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     return app

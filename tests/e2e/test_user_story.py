@@ -301,6 +301,56 @@ async def test_tokens_are_required_and_checked(stack: Stack) -> None:
             assert "omnihub_api_requests_total" in await r.text()
 
 
+def test_doctor_finds_everything_healthy(stack: Stack) -> None:
+    argv = [sys.executable, "-m", "hub", "doctor", "--data-dir", str(stack.data_dir)]
+    for flag in PORT_FLAGS:
+        argv += [flag, str(stack.ports[flag])]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "all good" in proc.stdout and "FAIL" not in proc.stdout
+
+
+def test_doctor_says_what_is_missing_when_nothing_runs(tmp_path: Path) -> None:
+    argv = [sys.executable, "-m", "hub", "doctor", "--data-dir", str(tmp_path)]
+    for flag in PORT_FLAGS:
+        argv += [flag, str(free_port())]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stdout.count("FAIL") == 4 and "hint: " in proc.stdout
+
+
+async def test_a_crashed_worker_is_restarted_and_nothing_is_lost(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    def worker_pid() -> int | None:
+        for pid in stack.descendants():
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"worker" in cmd and b"hub" in cmd and alive(pid):
+                return pid
+        return None
+
+    old = worker_pid()
+    assert old is not None
+    os.kill(old, signal.SIGKILL)
+    body = {"source_id": "while-down", "sender": [{"kind": "api", "value": "crash-test"}]}
+    async with http.post("/api/v1/messages", json=body) as r:
+        assert r.status == 202  # the API and Kafka still take messages
+    for _ in range(300):
+        async with http.get("/api/v1/customers", params={"identifier": "api:crash-test"}) as r:
+            if r.status == 200:
+                break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("the message was not stored after the worker crashed")
+    new = worker_pid()
+    assert new is not None and new != old
+    log = (stack.data_dir / "logs" / "worker.log").read_text(errors="replace")
+    assert log.count("starting worker") >= 2
+
+
 def test_a_port_in_use_is_one_clear_line(stack: Stack, tmp_path: Path) -> None:
     taken = int(stack.ports["--api-port"])
     other = Stack(tmp_path / "other", {f: free_port() for f in PORT_FLAGS} | {"--api-port": taken})

@@ -192,6 +192,12 @@ async def test_worker_stores_emits_and_dead_letters(stack: dict[str, Any]) -> No
     assert len(dead) >= 1
     assert base64.b64decode(dead[0]["data"]["value_b64"]) == garbage
     assert dead[0]["data"]["stage"] == "validate"
+    port = stack["worker"].env["OMNIHUB_WORKER_PORT"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    assert r.headers["Content-Type"].startswith("text/plain")
+    assert 'omnihub_ingest_events_total{outcome="stored"} 200.0' in text
+    assert 'omnihub_ingest_events_total{outcome="deadletter"} 1.0' in text
 
 
 async def test_kill_9_mid_stream_then_restart_loses_and_duplicates_nothing(
