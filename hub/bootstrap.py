@@ -16,6 +16,15 @@ log = logging.getLogger("omnihub.bootstrap")
 
 
 async def wait_for_kafka(settings: Settings, timeout: float) -> AIOKafkaAdminClient:
+    # aiokafka logs an ERROR per refused connection; while we wait on purpose that is noise
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    try:
+        return await _connect_admin(settings, timeout)
+    finally:
+        logging.getLogger("aiokafka").setLevel(logging.NOTSET)
+
+
+async def _connect_admin(settings: Settings, timeout: float) -> AIOKafkaAdminClient:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:

@@ -44,6 +44,8 @@ CONVERSATION_ASSIGNED = "omnihub.conversation.assigned.v1"
 CONVERSATION_RESOLVED = "omnihub.conversation.resolved.v1"
 CONVERSATION_REOPENED = "omnihub.conversation.reopened.v1"
 SIGNAL_RAISED = "omnihub.signal.raised.v1"
+REPLY_REQUESTED = "omnihub.reply.requested.v1"
+REPLY_STATUS = "omnihub.reply.status.v1"
 
 
 def _aware(value: datetime) -> datetime:
@@ -195,6 +197,41 @@ class SignalRaised(_Frozen):
     detail: str | None = None
 
 
+class Reply(_Frozen):
+    """An agent's reply for a connector to deliver (on ``omnihub.outbound.<channel>.v1``).
+
+    Once delivered, the connector records it on the timeline as a ``message.received`` with
+    ``direction="out"`` and reports ``reply.status``.
+    """
+
+    reply_id: str
+    conversation_id: str
+    customer_id: str
+    agent_id: str | None = None
+    channel: Channel
+    account: str = Field(description="the inbox/number/bot to send from")
+    thread: str
+    to: list[str] = Field(min_length=1, description="normalised kind:value recipients")
+    subject: str | None = None
+    text: str = Field(max_length=1_000_000)
+    html: str | None = None
+    in_reply_to: str | None = Field(None, description="source_id of the message answered")
+    references: list[str] = Field(default_factory=list)
+    attachments: list[Attachment] = Field(default_factory=list)
+    requested_at: AwareDatetime
+
+
+class ReplyStatus(_Frozen):
+    reply_id: str
+    conversation_id: str
+    customer_id: str
+    channel: Channel
+    status: Literal["sent", "retrying", "failed"]
+    source_id: str | None = Field(None, description="provider id of the sent message")
+    error: str | None = None
+    at: AwareDatetime
+
+
 class DeadLetter(_Frozen):
     """A record that could not be processed, kept whole so it can be replayed."""
 
@@ -221,6 +258,8 @@ DATA_TYPES: dict[str, type[_Frozen]] = {
     CONVERSATION_RESOLVED: ConversationResolved,
     CONVERSATION_REOPENED: ConversationReopened,
     SIGNAL_RAISED: SignalRaised,
+    REPLY_REQUESTED: Reply,
+    REPLY_STATUS: ReplyStatus,
 }
 
 D = TypeVar("D")

@@ -23,7 +23,9 @@ def test_asyncapi_names_every_event_type_and_topic() -> None:
     assert doc["asyncapi"] == "3.0.0"
     names = {m["name"] for m in doc["components"]["messages"].values()}
     assert names == set(DATA_TYPES)
-    addresses = {ch["address"] for ch in doc["channels"].values()}
+    addresses = {ch["address"] for ch in doc["channels"].values()} - {
+        f"omnihub.outbound.{ch}.v1" for ch in ("email", "sms", "telegram", "webchat", "call", "api")
+    }
     assert addresses == {
         "omnihub.inbound.v1",
         "omnihub.customer-events.v1",
