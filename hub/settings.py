@@ -6,12 +6,18 @@ point ``OMNIHUB_KAFKA_BOOTSTRAP`` and ``OMNIHUB_MONGO_URI`` at real servers.
 
 from __future__ import annotations
 
+import ast
+import json
 import secrets
 from pathlib import Path
+from typing import Annotated
 
 import phonenumbers
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from unify.identifiers import InvalidIdentifier, parse_identifier
+from unify.resolver import Policy
 
 
 class Settings(BaseSettings):
@@ -53,6 +59,21 @@ class Settings(BaseSettings):
     # -- identities --------------------------------------------------------------------------
     default_region: str = Field("IR", description="region for phone numbers without +country")
 
+    identity_blocklist: list[str] = Field(
+        default_factory=lambda: [
+            "email:noreply@*",
+            "email:no-reply@*",
+            "email:mailer-daemon@*",
+            "email:postmaster@*",
+        ],
+        description="identifiers never used to link customers: your own support numbers and "
+        "addresses, shared lines; raw forms are normalised, globs (*) allowed. JSON list in env",
+    )
+    identity_caps: dict[str, int] = Field(
+        default_factory=lambda: {"phone": 5, "email": 10, "telegram": 3, "webchat": 50, "api": 10},
+        description="most identifiers of a kind per customer; a merge above it is a suggestion",
+    )
+
     # -- API ---------------------------------------------------------------------------------
     api_token: SecretStr | None = Field(
         None, description="bearer token of systems and admins; unset = token file in data dir"
@@ -63,6 +84,128 @@ class Settings(BaseSettings):
     # -- router ------------------------------------------------------------------------------
     offer_timeout: float = Field(30.0, gt=0, description="seconds an agent has to accept")
     router_group: str = Field("omnihub-router", description="router consumer group")
+    sticky_window: float = Field(
+        86400.0, ge=0, description="seconds the last agent of a customer is preferred"
+    )
+    presence_timeout: float = Field(
+        20.0, gt=0, description="an agent silent this long (no socket, no heartbeat) is offline"
+    )
+    default_capacity: Annotated[dict[str, int], NoDecode] = Field(
+        default_factory=lambda: {
+            "webchat": 3,
+            "telegram": 3,
+            "sms": 5,
+            "api": 5,
+            "email": 10,
+            "call": 1,
+        },
+        description="conversations an agent holds at once per channel (JSON object)",
+    )
+    default_agent_skills: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["lang:fa", "lang:en"],
+        description="skills of an agent created without a skill list",
+    )
+    urgency_keywords: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: [
+            "فوری",
+            "اورژانسی",
+            "شکایت",
+            "کلاهبرداری",
+            "استرداد",
+            "بازپرداخت",
+            "پس بگیرید",
+            "urgent",
+            "asap",
+            "emergency",
+            "complaint",
+            "refund",
+            "fraud",
+            "chargeback",
+        ],
+        description="words that raise a conversation's priority (JSON list)",
+    )
+    vip_segments: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["vip"], description="customer segments that raise priority"
+    )
+    skilled_segments: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["vip"],
+        description="customer segments that need an agent with skill segment:<name>",
+    )
+    account_skills: Annotated[dict[str, list[str]], NoDecode] = Field(
+        default_factory=dict,
+        description='skills required by inbox/account, e.g. {"loans@x.ir": ["product:loans"]}',
+    )
+    sla_first_response: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: [3600.0, 900.0, 300.0],
+        description="first-response target, seconds, by priority 0,1,2… (last repeats)",
+    )
+    sla_resolution: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: [86400.0, 14400.0, 3600.0],
+        description="resolution target, seconds, by priority 0,1,2… (last repeats)",
+    )
+    sla_warn_fraction: float = Field(
+        0.2, gt=0, lt=1, description="alert when less than this fraction of a target is left"
+    )
+    session_ttl: float = Field(43200.0, gt=0, description="seconds an agent's login lasts")
+
+    @field_validator(
+        "default_capacity", "default_agent_skills", "urgency_keywords", "vip_segments",
+        "skilled_segments", "account_skills", "sla_first_response", "sla_resolution",
+        mode="before",
+    )
+    @classmethod
+    def _router_collection(cls, value: object) -> object:
+        """Router lists and maps from the environment: JSON, or a plain comma-separated list
+        (``OMNIHUB_URGENCY_KEYWORDS=urgent,refund,فوری``)."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text[:1] in "[{":
+            try:
+                return json.loads(text)
+            except ValueError:
+                pass
+            try:  # str() of a Python list/dict, as a parent process may pass settings on
+                return ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                raise ValueError("not a JSON list/object") from None
+        return [part.strip() for part in text.split(",") if part.strip()]
+
+    # -- email channel (`omnihub connector email`; see README, Email) ------------------------
+    email_smtp_port: int = Field(2525, description="inbound SMTP port: the final hop of your MTA")
+    email_address: str = Field(
+        "support@omnihub.localhost", description="the inbox used when no inboxes are configured"
+    )
+    email_inboxes: str | None = Field(
+        None, description="inboxes as a JSON list of objects (address, team, smtp, imap)"
+    )
+    email_inboxes_file: Path | None = Field(
+        None, description="inboxes in a TOML ([[inbox]] tables) or JSON file"
+    )
+    email_hostname: str = Field("omnihub.localhost", description="name in the SMTP greeting")
+    email_max_message_bytes: int = Field(
+        26_214_400, ge=1024, description="larger mail is refused (SMTP 552)"
+    )
+    email_max_attachment_bytes: int = Field(
+        20_971_520, ge=0, description="larger attachments stay only inside the raw mail"
+    )
+    email_health_port: int | None = Field(
+        None, description="/healthz and /metrics of the email connector; unset = not served"
+    )
+    email_outbound_group: str = Field(
+        "omnihub-email-outbound", description="consumer group sending agent replies"
+    )
+    email_send_retry_max: float = Field(
+        60.0, gt=0, description="longest wait between delivery attempts of a reply, s"
+    )
+    email_send_give_up: float = Field(
+        3600.0, gt=0, description="a reply the relay has not accepted after this long fails, s"
+    )
+    email_imap_idle: float = Field(300.0, gt=0, description="re-issue IMAP IDLE this often, s")
+    email_imap_poll: float = Field(
+        30.0, gt=0, description="poll interval for servers without IDLE (and a safety net), s"
+    )
+    email_imap_batch: int = Field(200, ge=1, description="IMAP messages fetched per step")
 
     # -- embedded supervisor -----------------------------------------------------------------
     ready_timeout: float = Field(60.0, description="seconds to wait for the stack to be ready")
@@ -76,6 +219,19 @@ class Settings(BaseSettings):
         if region not in phonenumbers.SUPPORTED_REGIONS:
             raise ValueError(f"unknown region {value!r}; use a two-letter code such as IR, DE, US")
         return region
+
+    def identity_policy(self) -> Policy:
+        """The resolver's guard rails, blocklist entries normalised like identifiers."""
+        entries: set[str] = set()
+        for raw in self.identity_blocklist:
+            if "*" in raw or "?" in raw:
+                entries.add(raw.strip().lower())
+                continue
+            try:
+                entries.add(parse_identifier(raw, default_region=self.default_region))
+            except InvalidIdentifier as exc:
+                raise ValueError(f"identity_blocklist entry is not an identifier: {exc}") from None
+        return Policy(blocklist=frozenset(entries), caps=dict(self.identity_caps))
 
     # ----------------------------------------------------------------------------------------
     @property

@@ -12,7 +12,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from hub.settings import Settings
 from pipeline import topics
 from pipeline.agents.ingest import Ingestor, RawRecord
+from pipeline.contract import utcnow
 from pipeline.publish import FaustPublisher
+from store import merges
 from store.mongo import connect, ensure_indexes, wait_ready
 
 log = logging.getLogger("omnihub.worker")
@@ -60,11 +62,15 @@ def create_app(settings: Settings) -> faust.App:
         store = connect(settings.mongo_url, settings.mongo_db)
         await wait_ready(store, settings.ready_timeout)
         await ensure_indexes(store)
+        resumed = await merges.resume_pending(store, utcnow())
+        if resumed:
+            log.info("worker.merges_resumed count=%d", resumed)
         state["ingestor"] = Ingestor(
             store,
             FaustPublisher(app),
             default_region=settings.default_region,
             retry_max=settings.store_retry_max,
+            policy=settings.identity_policy(),
         )
         log.info("worker.store_ready")
 

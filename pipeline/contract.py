@@ -30,6 +30,7 @@ Channel = Literal["email", "sms", "telegram", "webchat", "call", "api"]
 Direction = Literal["in", "out"]
 IdentifierKind = Literal["phone", "email", "telegram", "webchat", "api"]
 Assurance = Literal["channel", "claimed"]
+MessageKind = Literal["message", "auto_reply", "bounce", "loop"]
 
 # CloudEvent types, versioned. Consumers switch on these strings.
 MESSAGE_RECEIVED = "omnihub.message.received.v1"
@@ -82,6 +83,12 @@ class Attachment(_Frozen):
     size: int = Field(ge=0)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     ref: str = Field(min_length=1, max_length=128, description="GridFS file id")
+    omitted: str | None = Field(
+        None,
+        max_length=256,
+        description="why the blob is not in GridFS on its own (e.g. larger than the size "
+        "limit); ref then names the raw message kept whole (email: bucket raw_mail)",
+    )
 
 
 class CallInfo(_Frozen):
@@ -108,8 +115,21 @@ class Message(_Frozen):
     html: str | None = Field(None, max_length=5_000_000)
     attachments: list[Attachment] = Field(default_factory=list, max_length=100)
     call: CallInfo | None = None
+    # -- optional, set by channels that have them (email) ------------------------------------
+    kind: MessageKind = Field(
+        "message",
+        description="auto_reply, bounce and loop are recorded but never open a conversation "
+        "or trigger an automatic answer",
+    )
+    quoted_text: str | None = Field(
+        None, max_length=1_000_000, description="quoted history below the new text (email)"
+    )
+    in_reply_to: str | None = Field(None, max_length=512, description="email In-Reply-To id")
+    references: list[str] = Field(
+        default_factory=list, max_length=100, description="email References ids, oldest first"
+    )
 
-    @field_validator("text", "subject", "display_name")
+    @field_validator("text", "subject", "display_name", "quoted_text")
     @classmethod
     def _no_nul(cls, value: str | None) -> str | None:
         if value is not None and "\x00" in value:

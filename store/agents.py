@@ -1,49 +1,169 @@
-"""agents: support agents, their tokens (hashed) and presence."""
+"""agents: support agents, their roles, skills, teams, capacities, presence and held work.
+
+Capacity is guarded here, atomically: ``holds.<channel>`` lists the conversations an agent
+holds (offered or assigned) on that channel, and a reservation only matches while that list is
+shorter than the channel's capacity and does not hold the conversation yet. Releasing is a
+``$pull`` of one id, so doing it twice changes nothing.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from pymongo import ReturnDocument
+from pymongo.errors import OperationFailure
 
 from store.mongo import Doc, Store
 
-PUBLIC_FIELDS = {"token_hash": 0}
+SECRET_FIELDS = {"password_hash": 0}
+ROLES = ("agent", "supervisor", "admin")
+STATUSES = ("online", "away", "offline")
+
+
+def load_of(doc: Doc) -> dict[str, int]:
+    """Conversations held per channel (from the ``holds`` lists)."""
+    return {ch: len(ids) for ch, ids in (doc.get("holds") or {}).items()}
+
+
+async def migrate(store: Store) -> None:
+    """Drop what earlier versions created and this one must not keep (idempotent)."""
+    try:
+        # the first cut stored one permanent token per agent, unique; agents now log in
+        await store.agents.drop_index("by_token")
+    except OperationFailure:
+        pass  # not there: nothing to do
 
 
 async def create(store: Store, doc: Doc) -> None:
+    """Insert an agent; raises DuplicateKeyError if the email is taken."""
     await store.agents.insert_one(doc)
 
 
 async def get(store: Store, agent_id: str) -> Doc | None:
-    return await store.agents.find_one({"_id": agent_id}, PUBLIC_FIELDS)
+    return await store.agents.find_one({"_id": agent_id}, SECRET_FIELDS)
+
+
+async def by_email(store: Store, email: str) -> Doc | None:
+    """The agent with this login email, password hash included (for login only)."""
+    return await store.agents.find_one({"email": email})
 
 
 async def list_all(store: Store, limit: int = 500) -> list[Doc]:
-    cursor = store.agents.find({}, PUBLIC_FIELDS).sort("created_at", 1).limit(limit)
+    cursor = store.agents.find({}, SECRET_FIELDS).sort("created_at", 1).limit(limit)
     return [d async for d in cursor]
 
 
-async def online(store: Store, exclude: list[str] | tuple[str, ...] = ()) -> list[Doc]:
-    query: dict[str, Any] = {"online": True, "active": True}
-    if exclude:
-        query["_id"] = {"$nin": list(exclude)}
-    cursor = store.agents.find(query, PUBLIC_FIELDS)
-    return [d async for d in cursor]
-
-
-async def set_presence(store: Store, agent_id: str, online: bool, now: datetime) -> None:
-    await store.agents.update_one(
-        {"_id": agent_id}, {"$set": {"online": online, "presence_at": now}}
-    )
-
-
-async def reserve_turn(store: Store, agent: Doc, now: datetime) -> Doc | None:
-    """Take this agent's round-robin turn, unless another router took it meanwhile."""
+async def update(store: Store, agent_id: str, fields: Doc) -> Doc | None:
     return await store.agents.find_one_and_update(
-        {"_id": agent["_id"], "online": True, "last_offered_at": agent.get("last_offered_at")},
-        {"$set": {"last_offered_at": now}},
-        projection=PUBLIC_FIELDS,
+        {"_id": agent_id},
+        {"$set": fields},
+        projection=SECRET_FIELDS,
         return_document=ReturnDocument.AFTER,
     )
+
+
+async def online(store: Store, ids: Sequence[str] | None = None) -> list[Doc]:
+    """Active agents taking work now (status online)."""
+    query: dict[str, Any] = {"status": "online", "active": True}
+    if ids is not None:
+        query["_id"] = {"$in": list(ids)}
+    cursor = store.agents.find(query, SECRET_FIELDS)
+    return [d async for d in cursor]
+
+
+async def set_status(store: Store, agent_id: str, status: str, now: datetime) -> Doc | None:
+    """Set presence; returns the agent as it was before (None if unknown)."""
+    return await store.agents.find_one_and_update(
+        {"_id": agent_id},
+        {"$set": {"status": status, "seen_at": now}},
+        projection=SECRET_FIELDS,
+        return_document=ReturnDocument.BEFORE,
+    )
+
+
+async def heartbeat(store: Store, agent_ids: Sequence[str], now: datetime) -> None:
+    """Agents are still there (their socket is open): move ``seen_at`` forward."""
+    if agent_ids:
+        await store.agents.update_many(
+            {"_id": {"$in": list(agent_ids)}, "status": {"$ne": "offline"}},
+            {"$set": {"seen_at": now}},
+        )
+
+
+async def stale(store: Store, cutoff: datetime) -> list[Doc]:
+    """Agents marked present whose last sign of life is older than ``cutoff``."""
+    cursor = store.agents.find(
+        {"status": {"$ne": "offline"}, "seen_at": {"$lt": cutoff}}, {"_id": 1, "seen_at": 1}
+    )
+    return [d async for d in cursor]
+
+
+async def mark_gone(store: Store, agent_id: str, seen_at: datetime) -> bool:
+    """Offline, unless the agent showed a sign of life since ``seen_at`` was read."""
+    res = await store.agents.update_one(
+        {"_id": agent_id, "seen_at": seen_at, "status": {"$ne": "offline"}},
+        {"$set": {"status": "offline"}},
+    )
+    return res.modified_count == 1
+
+
+async def reserve(
+    store: Store,
+    agent_id: str,
+    channel: str,
+    capacity: int,
+    conversation_id: str,
+    now: datetime,
+    *,
+    require_online: bool = True,
+) -> Doc | None:
+    """Hold one unit of the agent's ``channel`` capacity for a conversation, atomically.
+
+    Matches only while the agent holds fewer than ``capacity`` conversations on the channel,
+    the capacity is still ``capacity`` (an admin may have changed it) and the conversation is
+    not held yet. None if any guard fails.
+    """
+    if capacity <= 0:
+        return None
+    query: Doc = {
+        "_id": agent_id,
+        "active": True,
+        f"capacity.{channel}": capacity,
+        f"holds.{channel}.{capacity - 1}": {"$exists": False},
+        f"holds.{channel}.id": {"$ne": conversation_id},
+    }
+    if require_online:
+        query["status"] = "online"
+    return await store.agents.find_one_and_update(
+        query,
+        {
+            "$push": {f"holds.{channel}": {"id": conversation_id, "at": now}},
+            "$set": {"last_offered_at": now},
+        },
+        projection=SECRET_FIELDS,
+        return_document=ReturnDocument.AFTER,
+    )
+
+
+async def release(
+    store: Store,
+    agent_id: str,
+    channel: str,
+    conversation_id: str,
+    before: datetime | None = None,
+) -> bool:
+    """Give back the unit held for a conversation (idempotent); ``before`` only releases a
+    hold taken before that time (the leak sweep must not touch a reservation in flight)."""
+    cond: Doc = {"id": conversation_id}
+    if before is not None:
+        cond["at"] = {"$lt": before}
+    res = await store.agents.update_one({"_id": agent_id}, {"$pull": {f"holds.{channel}": cond}})
+    return res.modified_count == 1
+
+
+async def with_holds(store: Store) -> list[Doc]:
+    """Agents and what they hold (for the sweep that returns leaked holds)."""
+    cursor = store.agents.find({"holds": {"$exists": True}}, {"holds": 1})
+    return [d async for d in cursor]

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from pymongo import ReturnDocument, UpdateOne
+from pymongo import DESCENDING, ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError
 
 from store.mongo import Doc, Store
@@ -73,6 +73,11 @@ async def get(store: Store, conversation_id: str) -> Doc | None:
     return await store.conversations.find_one({"_id": conversation_id})
 
 
+async def get_many(store: Store, ids: Sequence[str]) -> dict[str, Doc]:
+    cursor = store.conversations.find({"_id": {"$in": list(ids)}})
+    return {d["_id"]: d async for d in cursor}
+
+
 async def of_customer(store: Store, customer_ids: Sequence[str], limit: int = 20) -> list[Doc]:
     cursor = (
         store.conversations.find({"customer_id": {"$in": list(customer_ids)}})
@@ -82,18 +87,51 @@ async def of_customer(store: Store, customer_ids: Sequence[str], limit: int = 20
     return [d async for d in cursor]
 
 
-async def claim_for_offer(store: Store, conversation_id: str, offer_id: str) -> Doc | None:
-    """Reserve an unassigned conversation for one offer; None if it is taken or offered."""
+async def last_served(
+    store: Store, customer_ids: Sequence[str], since: datetime
+) -> tuple[str, datetime] | None:
+    """The agent who last took a conversation of this customer after ``since``, and when."""
+    doc = await store.conversations.find_one(
+        {"customer_id": {"$in": list(customer_ids)}, "last_assigned_at": {"$gte": since}},
+        {"last_agent": 1, "last_assigned_at": 1},
+        sort=[("last_assigned_at", DESCENDING)],
+    )
+    if doc is None or not doc.get("last_agent"):
+        return None
+    return doc["last_agent"], doc["last_assigned_at"]
+
+
+async def classify(store: Store, conversation_id: str, fields: Doc) -> Doc | None:
+    """Store the routing classification once (the first router to classify wins)."""
     return await store.conversations.find_one_and_update(
-        {"_id": conversation_id, "assignee": None, "offer_id": None, "active": True},
-        {"$set": {"offer_id": offer_id}},
+        {"_id": conversation_id, "classified_at": None},
+        {"$set": fields},
         return_document=ReturnDocument.AFTER,
     )
 
 
-async def release_offer(store: Store, conversation_id: str, offer_id: str) -> None:
-    await store.conversations.update_one(
-        {"_id": conversation_id, "offer_id": offer_id}, {"$set": {"offer_id": None}}
+async def claim_for_offer(
+    store: Store, conversation_id: str, offer_id: str, agent_id: str | None = None
+) -> Doc | None:
+    """Reserve an unassigned conversation for one offer; None if it is taken or offered."""
+    return await store.conversations.find_one_and_update(
+        {"_id": conversation_id, "assignee": None, "offer_id": None, "active": True},
+        {"$set": {"offer_id": offer_id, "offer_agent": agent_id}},
+        return_document=ReturnDocument.AFTER,
+    )
+
+
+async def release_offer(
+    store: Store, conversation_id: str, offer_id: str, passed: str | None = None
+) -> Doc | None:
+    """Take an offer off the conversation; ``passed`` remembers the agent who let it go."""
+    update: Doc = {"$set": {"offer_id": None, "offer_agent": None}}
+    if passed is not None:
+        update["$addToSet"] = {"passed": passed}
+    return await store.conversations.find_one_and_update(
+        {"_id": conversation_id, "offer_id": offer_id},
+        update,
+        return_document=ReturnDocument.AFTER,
     )
 
 
@@ -102,20 +140,163 @@ async def assign(
 ) -> Doc | None:
     """Assign only if the conversation is still reserved for this offer and unassigned."""
     update: dict[str, Any] = {
-        "$set": {"assignee": agent_id, "state": "assigned", "assigned_at": now, "offer_id": None}
+        "$set": {
+            "assignee": agent_id,
+            "state": "assigned",
+            "assigned_at": now,
+            "offer_id": None,
+            "offer_agent": None,
+            "last_agent": agent_id,
+            "last_assigned_at": now,
+        }
     }
     return await store.conversations.find_one_and_update(
-        {"_id": conversation_id, "offer_id": offer_id, "assignee": None},
+        {"_id": conversation_id, "offer_id": offer_id, "assignee": None, "active": True},
         update,
         return_document=ReturnDocument.AFTER,
     )
 
 
-async def waiting(store: Store, limit: int = 100) -> list[Doc]:
-    """Open, unassigned, unoffered conversations, oldest first."""
+async def unassign(
+    store: Store, conv: Doc, fields: Doc, *, passed: str | None = None
+) -> Doc | None:
+    """Take the conversation from whoever holds it as seen in ``conv`` (assignee or offer);
+    None if that changed meanwhile. ``fields`` are set too (team, offer of a transfer…)."""
+    update: Doc = {
+        "$set": {"assignee": None, "offer_id": None, "offer_agent": None, "state": "open", **fields}
+    }
+    if passed is not None:
+        update["$addToSet"] = {"passed": passed}
+    return await store.conversations.find_one_and_update(
+        {
+            "_id": conv["_id"],
+            "active": True,
+            "assignee": conv.get("assignee"),
+            "offer_id": conv.get("offer_id"),
+        },
+        update,
+        return_document=ReturnDocument.AFTER,
+    )
+
+
+async def resolve(store: Store, conv: Doc, agent_id: str | None, now: datetime) -> Doc | None:
+    """Close an active conversation as seen in ``conv``; None if it changed meanwhile."""
+    return await store.conversations.find_one_and_update(
+        {
+            "_id": conv["_id"],
+            "active": True,
+            "assignee": conv.get("assignee"),
+            "offer_id": conv.get("offer_id"),
+        },
+        {
+            "$set": {
+                "active": False,
+                "state": "resolved",
+                "resolved_at": now,
+                "resolved_by": agent_id,
+                "offer_id": None,
+                "offer_agent": None,
+            }
+        },
+        return_document=ReturnDocument.AFTER,
+    )
+
+
+async def reopen(store: Store, conversation_id: str, by: str | None, now: datetime) -> Doc | None:
+    """Make a resolved conversation active again, unassigned and waiting; raises
+    DuplicateKeyError when its thread already has another active conversation."""
+    return await store.conversations.find_one_and_update(
+        {"_id": conversation_id, "active": False},
+        {
+            "$set": {
+                "active": True,
+                "state": "open",
+                "assignee": None,
+                "offer_id": None,
+                "offer_agent": None,
+                "passed": [],
+                "reopened_at": now,
+                "reopened_by": by,
+                "resolved_at": None,
+                "classified_at": None,  # classified again: SLA clocks restart
+                "first_response_at": None,
+                "sla_marks": [],
+            },
+        },
+        return_document=ReturnDocument.AFTER,
+    )
+
+
+async def unclassify(store: Store, conversation_id: str, before: datetime) -> None:
+    """Forget a classification made before ``before`` (a reopened conversation is judged on
+    its new message, and its SLA clocks restart)."""
+    await store.conversations.update_one(
+        {"_id": conversation_id, "classified_at": {"$lt": before}},
+        {"$set": {"classified_at": None, "first_response_at": None, "sla_marks": []}},
+    )
+
+
+async def stamp_first_response(store: Store, conversation_id: str, now: datetime) -> bool:
+    res = await store.conversations.update_one(
+        {"_id": conversation_id, "first_response_at": None}, {"$set": {"first_response_at": now}}
+    )
+    return res.modified_count == 1
+
+
+async def raise_for_sla(store: Store, conversation_id: str, mark: str, by: int) -> Doc | None:
+    """Raise priority once per SLA mark (``first_response:warning``…); None if already done."""
+    return await store.conversations.find_one_and_update(
+        {"_id": conversation_id, "active": True, "sla_marks": {"$ne": mark}},
+        {"$addToSet": {"sla_marks": mark}, "$inc": {"priority": by}},
+        return_document=ReturnDocument.AFTER,
+    )
+
+
+async def sla_pending(store: Store, horizon: datetime, limit: int = 500) -> list[Doc]:
+    """Active conversations with a first-response or resolution due before ``horizon``."""
+    cursor = store.conversations.find(
+        {
+            "active": True,
+            "$or": [
+                {"first_response_at": None, "first_response_due": {"$lte": horizon}},
+                {"resolution_due": {"$lte": horizon}},
+            ],
+        }
+    ).limit(limit)
+    return [d async for d in cursor]
+
+
+async def waiting(store: Store, limit: int = 100, teams: Sequence[str] | None = None) -> list[Doc]:
+    """Open, unassigned, unoffered conversations, highest priority then oldest first."""
+    query: Doc = {"active": True, "assignee": None, "offer_id": None}
+    if teams is not None:
+        query["team"] = {"$in": list(teams)}
     cursor = (
-        store.conversations.find({"active": True, "assignee": None, "offer_id": None})
-        .sort("opened_at", 1)
+        store.conversations.find(query)
+        .sort([("priority", DESCENDING), ("opened_at", 1)])
         .limit(limit)
     )
     return [d async for d in cursor]
+
+
+async def listing(store: Store, query: Doc, limit: int = 50) -> list[Doc]:
+    cursor = store.conversations.find(query).sort("last_message_at", DESCENDING).limit(limit)
+    return [d async for d in cursor]
+
+
+async def held_by(store: Store, pairs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Of (agent_id, conversation_id) pairs, those where the agent really holds it (assigned
+    and active, or reserved for its offer)."""
+    if not pairs:
+        return set()
+    cursor = store.conversations.find(
+        {"_id": {"$in": list({c for _, c in pairs})}},
+        {"assignee": 1, "offer_agent": 1, "active": 1},
+    )
+    docs = {d["_id"]: d async for d in cursor}
+    out = set()
+    for agent_id, conv_id in pairs:
+        d = docs.get(conv_id)
+        if d and d.get("active") and agent_id in (d.get("assignee"), d.get("offer_agent")):
+            out.add((agent_id, conv_id))
+    return out

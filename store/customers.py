@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import UpdateOne
 
 from store.mongo import Doc, Store
+from unify.resolver import CustomerInfo
 
 MAX_TOMBSTONE_HOPS = 16
 
@@ -24,8 +26,15 @@ class NewCustomer:
     created_at: datetime
 
 
-async def upsert_many(store: Store, items: Sequence[NewCustomer], now: datetime) -> None:
-    """Create customers that do not exist yet and add identifiers to those that do."""
+async def upsert_many(
+    store: Store, items: Sequence[NewCustomer], now: datetime, *, pending: bool = False
+) -> None:
+    """Create customers that do not exist yet and add identifiers to those that do.
+
+    ``pending`` creates shells before their identities are linked (a customer always exists
+    before anything points at it); the ingest batch clears the flag once the link held.
+    Pending shells are hidden from search and lists.
+    """
     if not items:
         return
     ops = []
@@ -42,6 +51,10 @@ async def upsert_many(store: Store, items: Sequence[NewCustomer], now: datetime)
             },
             "$set": {"updated_at": now},
         }
+        if pending:
+            update["$setOnInsert"]["pending"] = True
+        else:
+            update["$set"]["pending"] = False
         if item.display_name:
             update["$setOnInsert"]["display_name"] = item.display_name
         ops.append(UpdateOne({"_id": item.customer_id}, update, upsert=True))
@@ -62,3 +75,35 @@ async def origins(store: Store, customer_ids: Sequence[str]) -> dict[str, str]:
     """Event that created each customer: lets replays re-emit customer.created identically."""
     cursor = store.customers.find({"_id": {"$in": list(set(customer_ids))}}, {"origin_event_id": 1})
     return {doc["_id"]: doc.get("origin_event_id", "") async for doc in cursor}
+
+
+async def infos(store: Store, customer_ids: Sequence[str]) -> dict[str, CustomerInfo]:
+    """What the resolver needs to know of each customer (age, identifiers, separations)."""
+    ids = list(set(customer_ids))
+    if not ids:
+        return {}
+    cursor = store.customers.find(
+        {"_id": {"$in": ids}}, {"created_at": 1, "identifiers": 1, "separated_from": 1}
+    )
+    out = {}
+    async for d in cursor:
+        out[d["_id"]] = CustomerInfo(
+            d["_id"],
+            d.get("created_at") or datetime.min.replace(tzinfo=UTC),
+            tuple(d.get("identifiers", ())),
+            frozenset(d.get("separated_from", ())),
+        )
+    return out
+
+
+async def search_by_name(store: Store, tokens: Sequence[str], limit: int = 20) -> list[Doc]:
+    """Live customers whose name has every token (the last one as a prefix)."""
+    if not tokens:
+        return []
+    *whole, last = tokens
+    query: Doc = {"merged_into": None, "pending": {"$ne": True}}
+    conds: list[Doc] = [{"name_tokens": t} for t in whole]
+    conds.append({"name_tokens": {"$regex": "^" + re.escape(last)}})
+    query["$and"] = conds
+    cursor = store.customers.find(query).sort("created_at", 1).limit(limit)
+    return [d async for d in cursor]

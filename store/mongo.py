@@ -45,11 +45,58 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("customer_id", ASCENDING), ("opened_at", DESCENDING)], name="by_customer"),
         IndexModel([("state", ASCENDING), ("opened_at", ASCENDING)], name="queue"),
         IndexModel([("assignee", ASCENDING), ("state", ASCENDING)], name="by_assignee"),
+        IndexModel(
+            [
+                ("active", ASCENDING),
+                ("assignee", ASCENDING),
+                ("offer_id", ASCENDING),
+                ("priority", DESCENDING),
+                ("opened_at", ASCENDING),
+            ],
+            name="waiting",
+        ),
+        IndexModel(
+            [("customer_id", ASCENDING), ("last_assigned_at", DESCENDING)], name="last_served"
+        ),
+    ],
+    "merges": [
+        IndexModel([("survivor_id", ASCENDING), ("created_at", DESCENDING)], name="by_survivor"),
+        IndexModel([("loser_id", ASCENDING), ("created_at", DESCENDING)], name="by_loser"),
+        IndexModel([("state", ASCENDING)], name="by_state"),
+        IndexModel([("trigger", ASCENDING)], name="by_trigger"),
+    ],
+    "merge_suggestions": [
+        IndexModel([("customers", ASCENDING), ("state", ASCENDING)], name="by_customer"),
+        IndexModel([("state", ASCENDING), ("created_at", DESCENDING)], name="by_state"),
+    ],
+    # claimed identifiers: typed by customers, never identities; _id = identifier|customer
+    "claims": [IndexModel([("identifier", ASCENDING)], name="by_identifier")],
+    "verifications": [
+        IndexModel([("expires_at", ASCENDING)], name="expiry", expireAfterSeconds=86400),
     ],
     "agents": [
-        IndexModel([("token_hash", ASCENDING)], name="by_token", unique=True),
-        IndexModel([("online", ASCENDING), ("last_offered_at", ASCENDING)], name="round_robin"),
+        # login name; agents of the first cut had none (they had a token)
+        IndexModel(
+            [("email", ASCENDING)],
+            name="by_email",
+            unique=True,
+            partialFilterExpression={"email": {"$type": "string"}},
+        ),
+        IndexModel([("status", ASCENDING), ("active", ASCENDING)], name="by_status"),
     ],
+    "sessions": [
+        # _id = sha256 of the session token
+        IndexModel([("expires_at", ASCENDING)], name="expiry", expireAfterSeconds=0),
+        IndexModel([("agent_id", ASCENDING)], name="by_agent"),
+    ],
+    "notes": [
+        IndexModel([("conversation_id", ASCENDING), ("created_at", ASCENDING)], name="by_conv")
+    ],
+    # email channel: IMAP position per mailbox (_id = account|mailbox), Message-ID registry
+    # (_id = account|message-id, tells apart different mails reusing one id), sent replies
+    "imap_checkpoints": [IndexModel([("updated_at", ASCENDING)], name="by_updated")],
+    "mail_ids": [IndexModel([("created_at", ASCENDING)], name="by_created")],
+    "email_outbox": [IndexModel([("state", ASCENDING), ("at", ASCENDING)], name="by_state")],
     "offers": [
         IndexModel([("agent_id", ASCENDING), ("state", ASCENDING)], name="by_agent"),
         IndexModel([("state", ASCENDING), ("expires_at", ASCENDING)], name="expiry"),
@@ -80,6 +127,22 @@ class Store:
     @property
     def conversations(self) -> AsyncCollection[Doc]:
         return self.db["conversations"]
+
+    @property
+    def merges(self) -> AsyncCollection[Doc]:
+        return self.db["merges"]
+
+    @property
+    def suggestions(self) -> AsyncCollection[Doc]:
+        return self.db["merge_suggestions"]
+
+    @property
+    def claims(self) -> AsyncCollection[Doc]:
+        return self.db["claims"]
+
+    @property
+    def verifications(self) -> AsyncCollection[Doc]:
+        return self.db["verifications"]
 
     @property
     def agents(self) -> AsyncCollection[Doc]:

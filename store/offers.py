@@ -1,7 +1,12 @@
-"""offers: a conversation offered to one agent, pending until accepted, declined or expired."""
+"""offers: a conversation offered to one agent, pending until accepted, declined or expired.
+
+The pending → closed transition is a guarded update, so exactly one actor (accept, decline,
+the expiry sweep, a presence loss) wins it and does the follow-up (release, re-route).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from pymongo import ReturnDocument
@@ -20,6 +25,20 @@ async def get(store: Store, offer_id: str) -> Doc | None:
 async def pending_for(store: Store, agent_id: str) -> list[Doc]:
     cursor = store.offers.find({"agent_id": agent_id, "state": "pending"}).sort("created_at", 1)
     return [d async for d in cursor]
+
+
+async def pending_of_conversation(store: Store, conversation_id: str) -> list[Doc]:
+    cursor = store.offers.find({"conversation_id": conversation_id, "state": "pending"})
+    return [d async for d in cursor]
+
+
+async def pending_pairs(store: Store, agent_ids: Sequence[str]) -> set[tuple[str, str]]:
+    """(agent_id, conversation_id) of every pending offer of these agents."""
+    cursor = store.offers.find(
+        {"agent_id": {"$in": list(agent_ids)}, "state": "pending"},
+        {"agent_id": 1, "conversation_id": 1},
+    )
+    return {(d["agent_id"], d["conversation_id"]) async for d in cursor}
 
 
 async def transition(

@@ -23,11 +23,13 @@ from pymongo.errors import ConnectionFailure, OperationFailure
 
 from pipeline import contract as c
 from pipeline import topics
+from pipeline.agents.resolve import resolve
 from pipeline.publish import Publisher, Record
-from store import conversations, customers, identities, interactions
+from store import conversations, customers, interactions, merges
 from store.mongo import Doc, Store
 from unify.identifiers import InvalidIdentifier, normalize
-from unify.resolver import Resolution, Sighting, resolve_batch
+from unify.resolver import Decision, Policy, Sighting
+from unify.text import name_tokens
 
 log = logging.getLogger("omnihub.ingest")
 
@@ -47,7 +49,6 @@ BATCH_SIZE = Histogram(
 RETRIES = Counter("omnihub_store_retries_total", "transient failures retried", ["stage"])
 
 TRANSIENT = (ConnectionFailure, KafkaError, asyncio.TimeoutError)
-MAX_RACE_ROUNDS = 8
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class _Item:
     event: c.CloudEvent[Any]
     message: c.Message
     identifiers: tuple[str, ...]
+    claimed: tuple[str, ...] = ()
 
 
 @dataclass
@@ -83,8 +85,10 @@ class Ingestor:
         *,
         default_region: str = "IR",
         retry_max: float = 10.0,
+        policy: Policy | None = None,
     ) -> None:
         self.store = store
+        self.policy = policy or Policy()
         self.publisher = publisher
         self.default_region = default_region
         self.retry_max = retry_max
@@ -130,6 +134,7 @@ class Ingestor:
             return None
         message: c.Message = event.data
         idents: list[str] = []
+        claimed: list[str] = []
         reasons: list[str] = []
         for ident in message.sender:
             try:
@@ -137,15 +142,16 @@ class Ingestor:
             except InvalidIdentifier as exc:
                 reasons.append(f"{ident.kind}: {exc}")
                 continue
-            # Claimed identifiers never link automatically (the identity issue adds
-            # suggestions); the first cut resolves on channel-assured ones only.
-            if ident.assurance == "channel" and norm not in idents:
-                idents.append(norm)
+            target = idents if ident.assurance == "channel" else claimed
+            if norm not in target:
+                target.append(norm)
         if not idents:
             why = "; ".join(reasons) or "no channel-assured sender identifier"
             self._dead(raw, "identify", f"no usable sender identifier ({why})", result)
             return None
-        return _Item(raw, event, message, tuple(idents))
+        return _Item(
+            raw, event, message, tuple(idents), tuple(c for c in claimed if c not in idents)
+        )
 
     def _dead(self, raw: RawRecord, stage: str, error: str, result: BatchResult) -> None:
         log.warning(
@@ -200,16 +206,20 @@ class Ingestor:
     async def _apply(self, items: list[_Item]) -> int:
         now = c.utcnow()
         store = self.store
-        resolutions = await self._resolve(items)
-        by_event = {r.event_id: r for r in resolutions}
+        sightings = [
+            Sighting(i.event.id, i.identifiers, i.message.occurred_at, i.claimed) for i in items
+        ]
+        names = {i.event.id: i.message.display_name for i in items}
+        resolved = await resolve(store, sightings, self.policy, names)
+        by_event = resolved.decisions
 
         # customers: create missing ones, add newly linked identifiers
         first_event: dict[str, _Item] = {}
         new_idents: dict[str, list[str]] = {}
         for item in items:
-            res = by_event[item.event.id]
-            first_event.setdefault(res.customer_id, item)
-            new_idents.setdefault(res.customer_id, []).extend(item.identifiers)
+            d = by_event[item.event.id]
+            first_event.setdefault(d.customer_id, item)
+            new_idents.setdefault(d.customer_id, []).extend(d.attach)
         await customers.upsert_many(
             store,
             [
@@ -218,7 +228,7 @@ class Ingestor:
                     origin_event_id=it.event.id,
                     display_name=it.message.display_name,
                     identifiers=sorted(set(new_idents[cid])),
-                    name_tokens=_name_tokens(it.message.display_name),
+                    name_tokens=name_tokens(it.message.display_name),
                     created_at=it.message.occurred_at,
                 )
                 for cid, it in first_event.items()
@@ -271,33 +281,43 @@ class Ingestor:
         await interactions.record_many(store, docs)
         await conversations.touch_many(store, touch)
 
+        # a concurrent merge may have made one of our customers a tombstone meanwhile
+        live = await merges.settle(store, list(first_event))
+
         # events for the public stream, deterministic ids so replays re-emit the same ones
-        out = self._events(items, by_event, origins, active, keys, docs)
+        out = self._events(items, by_event, origins, active, keys, docs, live)
+        out += self._merge_events(resolved.merged)
         await self.publisher.publish(out)
         return len(out)
 
-    async def _resolve(self, items: list[_Item]) -> list[Resolution]:
-        sightings = [Sighting(i.event.id, i.identifiers) for i in items]
-        all_idents = {ident for i in items for ident in i.identifiers}
-        for _ in range(MAX_RACE_ROUNDS):
-            known = await identities.lookup(self.store, all_idents)
-            resolutions = resolve_batch(sightings, known, lambda eid: c.derived_id(eid, "customer"))
-            proposed = {ident: r.customer_id for r in resolutions for ident in r.attach}
-            owners = await identities.link(self.store, proposed, c.utcnow())
-            if all(owners.get(k) == v for k, v in proposed.items()):
-                return resolutions
-            # another worker linked one of these identifiers first: decide again with it
-            log.info("ingest.identity_race identifiers=%d", len(proposed))
-        raise ConnectionFailure("identity resolution did not settle; will retry the batch")
+    def _merge_events(self, merged: list[Doc]) -> list[Record]:
+        out = []
+        for entry in merged:
+            ev = c.envelope(
+                c.CUSTOMER_MERGED,
+                c.CustomerMerged(
+                    merge_id=entry["_id"],
+                    survivor_id=entry["survivor_id"],
+                    merged_id=entry["loser_id"],
+                    reason=entry["reason"],
+                ),
+                id=c.derived_id(entry["_id"], c.CUSTOMER_MERGED),
+                source=SOURCE,
+                subject=entry["survivor_id"],
+            )
+            key = entry["survivor_id"].encode()
+            out.append(Record(topics.CUSTOMER_EVENTS, key, ev.to_json()))
+        return out
 
     def _events(
         self,
         items: list[_Item],
-        by_event: dict[str, Resolution],
+        by_event: dict[str, Decision],
         origins: dict[str, str],
         active: dict[conversations.Key, Doc],
         keys: dict[str, conversations.Key],
         docs: list[Doc],
+        live: dict[str, str],
     ) -> list[Record]:
         out: list[Record] = []
 
@@ -314,8 +334,8 @@ class Ingestor:
         for item, doc in zip(items, docs, strict=True):
             eid = item.event.id
             res = by_event[eid]
-            cid = res.customer_id
-            if origins.get(cid) == eid:
+            cid = live.get(res.customer_id, res.customer_id)
+            if origins.get(res.customer_id) == eid:
                 emit(
                     c.CUSTOMER_CREATED,
                     c.CustomerCreated(
@@ -369,10 +389,6 @@ class Ingestor:
 
 def _id_or_none(doc: Doc | None) -> str | None:
     return None if doc is None else str(doc["_id"])
-
-
-def _name_tokens(name: str | None) -> list[str]:
-    return sorted({t for t in (name or "").casefold().split() if t})
 
 
 def _interaction_doc(item: _Item, customer_id: str, conv_id: str | None, now: Any) -> Doc:

@@ -1,0 +1,147 @@
+"""Identity resolution of one ingest batch: read what the store knows, let the pure resolver
+decide, apply its decisions (links, merges, suggestions, claims) idempotently.
+
+Concurrency without transactions: identities are linked with upserts keyed on the identifier
+(a unique ``_id``), so when two workers race the store picks one owner and the loser of the
+race decides again with it; merges are resumable log entries (store/merges.py); and after its
+writes a batch settles any customer that turned out to be merged meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from pymongo.errors import ConnectionFailure
+
+from pipeline import contract as c
+from store import claims, customers, identities, merges, suggestions
+from store.mongo import Doc, Store
+from unify.resolver import CustomerInfo, Decision, Policy, Sighting, Suggestion, resolve_batch
+from unify.text import name_tokens
+
+log = logging.getLogger("omnihub.resolve")
+
+MAX_RACE_ROUNDS = 8
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass
+class Resolved:
+    decisions: dict[str, Decision]
+    merged: list[Doc] = field(default_factory=list)
+    """merge log entries this batch executed (or found done on a replay)"""
+
+
+async def resolve(
+    store: Store,
+    sightings: Sequence[Sighting],
+    policy: Policy,
+    names: Mapping[str, str | None] | None = None,
+) -> Resolved:
+    """Decide and link the batch. ``names`` maps event ids to the sender's display name."""
+    now = c.utcnow()
+    names = names or {}
+    by_event = {s.event_id: s for s in sightings}
+    lookups = {i for s in sightings for i in (*s.identifiers, *s.claimed)}
+    for _ in range(MAX_RACE_ROUNDS):
+        known = await identities.lookup(store, lookups)
+        live = await merges.roots(store, list(set(known.values())))
+        owners = {ident: live[cid] for ident, cid in known.items()}
+        infos = await customers.infos(store, list(set(owners.values())))
+        for cid in set(owners.values()) - set(infos):
+            # cannot happen while customers are written before their identities; if it
+            # does, treat the customer as the oldest so every resolver orders it the same
+            log.warning("resolve.customer_missing customer=%s", cid)
+            infos[cid] = CustomerInfo(cid, EPOCH)
+        decisions = resolve_batch(
+            sightings, owners, infos, lambda eid: c.derived_id(eid, "customer"), policy
+        )
+        # a customer exists before any identity points at it (readers rely on that)
+        created = [d for d in decisions if d.created]
+        await customers.upsert_many(
+            store,
+            [
+                customers.NewCustomer(
+                    customer_id=d.customer_id,
+                    origin_event_id=d.event_id,
+                    display_name=names.get(d.event_id),
+                    identifiers=(),
+                    name_tokens=name_tokens(names.get(d.event_id)),
+                    created_at=by_event[d.event_id].occurred_at,
+                )
+                for d in created
+            ],
+            now,
+            pending=True,
+        )
+        proposed = {ident: d.customer_id for d in decisions for ident in d.attach}
+        linked = await identities.link(store, proposed, now)
+        if all(linked.get(k) == v for k, v in proposed.items()):
+            break
+        # another worker linked one of these identifiers first: decide again with the winner.
+        # A customer created for a lost link stays a pending shell that nothing points at
+        # (deleting it could race with a replay of the same event that is linking to it).
+        log.info("resolve.identity_race identifiers=%d", len(proposed))
+    else:
+        raise ConnectionFailure("identity resolution did not settle; will retry the batch")
+
+    out = Resolved({d.event_id: d for d in decisions})
+    for d in decisions:
+        for m in d.merges:
+            entry = await merges.merge(
+                store,
+                c.deterministic_id(d.event_id, "merge", m.loser),
+                m.survivor,
+                m.loser,
+                reason="channel-assured identifier seen on both",
+                identifier=m.identifier,
+                trigger=d.event_id,
+                now=now,
+            )
+            if entry is not None:
+                out.merged.append(entry)
+    # a replay after a crash finds its merges already done: report them again all the same,
+    # so their events are published (with the same ids) even if the crash came before that
+    seen = {e["_id"] for e in out.merged}
+    async for entry in store.merges.find(
+        {"trigger": {"$in": list(by_event)}, "state": {"$in": ["done", "undone"]}}
+    ):
+        if entry["_id"] not in seen:
+            out.merged.append(entry)
+    await _suggest(store, decisions, now)
+    return out
+
+
+async def _suggest(store: Store, decisions: Sequence[Decision], now: datetime) -> None:
+    """Record suggestions and claims; a newly linked identifier that someone else claimed
+    earlier becomes a suggestion too."""
+    pending: list[tuple[Decision, Suggestion]] = [(d, s) for d in decisions for s in d.suggestions]
+    attached = {ident: d for d in decisions for ident in d.attach}
+    if attached:
+        claimed_by = await claims.claimants(store, attached)
+        for ident, claimers in claimed_by.items():
+            d = attached[ident]
+            for other in claimers:
+                if other != d.customer_id:
+                    pending.append(
+                        (d, Suggestion("merge", (d.customer_id, other), ident, "claimed"))
+                    )
+    docs = [
+        {
+            "kind": s.kind,
+            "customers": list(s.customers),
+            "identifier": s.identifier,
+            "reason": s.reason,
+            "event_id": d.event_id,
+        }
+        for d, s in pending
+    ]
+    await suggestions.record_many(store, docs, now)
+    await claims.record_many(
+        store,
+        [(ident, d.customer_id, d.event_id) for d in decisions for ident in d.claims],
+        now,
+    )

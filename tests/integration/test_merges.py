@@ -1,0 +1,265 @@
+"""Merges, unmerges, suggestions and races against a real SecantusDB."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import json
+import random
+from collections import defaultdict
+from typing import Any
+
+import pytest
+
+from pipeline import contract as c
+from pipeline.agents.ingest import Ingestor
+from store import merges
+from tests.integration.test_ingest import Recorder, raw
+from unify.resolver import Policy
+
+pytestmark = pytest.mark.integration
+
+
+def msg(
+    source_id: str,
+    *senders: tuple[str, str, str],
+    at: str = "2026-03-01T10:00:00Z",
+    channel: str = "api",
+    thread: str = "t",
+) -> c.Message:
+    return c.Message.model_validate(
+        {
+            "channel": channel,
+            "account": "acct",
+            "source_id": source_id,
+            "thread": thread,
+            "sender": [{"kind": k, "value": v, "assurance": a} for k, v, a in senders],
+            "occurred_at": at,
+            "text": source_id,
+        }
+    )
+
+
+def ch(kind: str, value: str) -> tuple[str, str, str]:
+    return (kind, value, "channel")
+
+
+def claimed(kind: str, value: str) -> tuple[str, str, str]:
+    return (kind, value, "claimed")
+
+
+async def owner(store, ident: str) -> str:
+    doc = await store.identities.find_one({"_id": ident})
+    return doc["customer_id"]
+
+
+async def test_a_message_linking_two_customers_merges_them_into_the_oldest(store) -> None:
+    pub = Recorder()
+    ing = Ingestor(store, pub)
+    await ing.process([raw(msg("sms-1", ch("phone", "09121234567"), at="2026-01-01T00:00:00Z"))])
+    await ing.process(
+        [raw(msg("mail-1", ch("email", "Ali@Example.com"), at="2026-02-01T00:00:00Z"))]
+    )
+    old, young = (
+        await owner(store, "phone:+989121234567"),
+        await owner(store, "email:ali@example.com"),
+    )
+    assert old != young
+    await ing.process(
+        [raw(msg("both", ch("phone", "+98 912 123 4567"), ch("email", "ali@example.com")))]
+    )
+    assert await owner(store, "email:ali@example.com") == old
+    loser = await store.customers.find_one({"_id": young})
+    assert loser["merged_into"] == old
+    assert await store.interactions.count_documents({"customer_id": old}) == 3
+    survivor = await store.customers.find_one({"_id": old})
+    assert set(survivor["identifiers"]) == {"phone:+989121234567", "email:ali@example.com"}
+    entry = await store.merges.find_one({})
+    assert (entry["survivor_id"], entry["loser_id"], entry["state"]) == (old, young, "done")
+    merged = [json.loads(r.value) for r in pub.records if b"customer.merged" in r.value]
+    assert [m["data"]["merged_id"] for m in merged] == [young]
+    # the same batch again (a replay) re-emits the identical merge event and changes nothing
+    pub.records.clear()
+    await ing.process(
+        [raw(msg("both", ch("phone", "+98 912 123 4567"), ch("email", "ali@example.com")))]
+    )
+    again = [json.loads(r.value) for r in pub.records if b"customer.merged" in r.value]
+    assert [m["id"] for m in again] == [m["id"] for m in merged]
+    assert await store.merges.count_documents({}) == 1
+
+
+async def test_unmerge_restores_both_and_later_messages_follow_their_identifier(store) -> None:
+    ing = Ingestor(store, Recorder())
+    await ing.process([raw(msg("p1", ch("phone", "09121234567"), at="2026-01-01T00:00:00Z"))])
+    await ing.process([raw(msg("e1", ch("email", "sara@example.com"), at="2026-02-01T00:00:00Z"))])
+    phone_cust = await owner(store, "phone:+989121234567")
+    email_cust = await owner(store, "email:sara@example.com")
+    await ing.process(
+        [raw(msg("link", ch("phone", "09121234567"), ch("email", "sara@example.com")))]
+    )
+    # after the merge, the email owner writes again: it lands on the survivor for now
+    await ing.process([raw(msg("e2", ch("email", "sara@example.com")))])
+    assert await store.interactions.count_documents({"customer_id": phone_cust}) == 4
+    entry = await store.merges.find_one({})
+    done = await merges.unmerge(store, entry["_id"], c.utcnow(), by="supervisor-1")
+    assert done["state"] == "undone"
+    assert await owner(store, "email:sara@example.com") == email_cust
+    assert (await store.customers.find_one({"_id": email_cust}))["merged_into"] is None
+    by_customer = defaultdict(set)
+    async for d in store.interactions.find({}):
+        by_customer[d["customer_id"]].add(d["source_id"])
+    # e2 arrived after the merge and goes back with its identifier; "link" carried both
+    # identifiers and stays with... whichever owns one of its senders: it moves with the email
+    assert by_customer[phone_cust] == {"p1"}
+    assert by_customer[email_cust] == {"e1", "e2", "link"}
+    # an agent separated them: seeing both identifiers again suggests, never re-merges
+    await ing.process(
+        [raw(msg("link-2", ch("phone", "09121234567"), ch("email", "sara@example.com")))]
+    )
+    assert await store.merges.count_documents({"state": "done"}) == 0
+    sug = await store.suggestions.find_one({"reason": "separated"})
+    assert sorted(sug["customers"]) == sorted([phone_cust, email_cust])
+
+
+async def test_a_claimed_email_suggests_a_merge_and_never_links(store) -> None:
+    ing = Ingestor(store, Recorder())
+    await ing.process(
+        [raw(msg("mail", ch("email", "reza@example.com"), at="2026-01-01T00:00:00Z"))]
+    )
+    await ing.process(
+        [raw(msg("chat", ch("webchat", "visitor-9"), claimed("email", "Reza@Example.com")))]
+    )
+    visitor = await owner(store, "webchat:visitor-9")
+    mail = await owner(store, "email:reza@example.com")
+    assert visitor != mail
+    sug = await store.suggestions.find_one({})
+    assert sug["reason"] == "claimed" and sug["state"] == "open"
+    assert sorted(sug["customers"]) == sorted([visitor, mail])
+    # and a claim made before the real owner ever wrote becomes a suggestion when they do
+    await ing.process(
+        [raw(msg("chat2", ch("webchat", "visitor-10"), claimed("phone", "09350000000")))]
+    )
+    assert await store.identities.find_one({"_id": "phone:+989350000000"}) is None
+    await ing.process([raw(msg("sms", ch("phone", "09350000000")))])
+    assert await store.suggestions.count_documents({"identifier": "phone:+989350000000"}) == 1
+
+
+async def test_blocklisted_support_number_never_merges_customers(store) -> None:
+    policy = Policy(blocklist=frozenset({"phone:+982100000000"}))
+    ing = Ingestor(store, Recorder(), policy=policy)
+    await ing.process([raw(msg("a", ch("phone", "02100000000"), ch("email", "a@example.com")))])
+    await ing.process([raw(msg("b", ch("phone", "02100000000"), ch("email", "b@example.com")))])
+    assert await owner(store, "email:a@example.com") != await owner(store, "email:b@example.com")
+    assert await store.identities.find_one({"_id": "phone:+982100000000"}) is None
+
+
+async def test_a_merge_interrupted_by_a_crash_is_finished_on_resume(store) -> None:
+    ing = Ingestor(store, Recorder())
+    await ing.process([raw(msg("x1", ch("telegram", "111"), at="2026-01-01T00:00:00Z"))])
+    await ing.process([raw(msg("x2", ch("telegram", "222"), at="2026-01-02T00:00:00Z"))])
+    a, b = await owner(store, "telegram:111"), await owner(store, "telegram:222")
+    # a worker died after writing the log entry and the tombstone, before moving anything
+    await store.merges.insert_one(
+        {
+            "_id": "m-crash",
+            "survivor_id": a,
+            "loser_id": b,
+            "reason": "test",
+            "identifier": None,
+            "trigger": None,
+            "state": "pending",
+            "created_at": c.utcnow(),
+            "snapshot": {"identities": ["telegram:222"], "conversations": []},
+        }
+    )
+    await store.customers.update_one({"_id": b}, {"$set": {"merged_into": a}})
+    assert await owner(store, "telegram:222") == b
+    assert await merges.resume_pending(store, c.utcnow()) == 1
+    assert await owner(store, "telegram:222") == a
+    assert await store.interactions.count_documents({"customer_id": a}) == 2
+    assert (await store.merges.find_one({"_id": "m-crash"}))["state"] == "done"
+
+
+async def test_merging_customers_with_an_active_conversation_on_one_thread(store) -> None:
+    ing = Ingestor(store, Recorder())
+    await ing.process([raw(msg("s1", ch("api", "crm-1"), at="2026-01-01T00:00:00Z"))])
+    await ing.process([raw(msg("s2", ch("api", "crm-2"), at="2026-01-02T00:00:00Z"))])
+    await ing.process([raw(msg("s3", ch("api", "crm-1"), ch("api", "crm-2")))])
+    assert await store.conversations.count_documents({"active": True}) == 1
+    merged = await store.conversations.find_one({"state": "merged"})
+    assert merged is not None and merged["active"] is False
+    entry = await store.merges.find_one({})
+    await merges.unmerge(store, entry["_id"], c.utcnow())
+    assert await store.conversations.count_documents({"active": True}) == 2
+
+
+# ---------------------------------------------------------------------------- races
+def population(rng: random.Random, people: int, messages: int) -> list[c.Message]:
+    """People with a phone, an email and a Telegram id; each message carries one or two of
+    one person's identifiers, so links appear in random order."""
+    idents = [
+        [
+            ch("phone", f"0912{p:07d}"),
+            ch("email", f"user{p}@example.com"),
+            ch("telegram", str(1000 + p)),
+        ]
+        for p in range(people)
+    ]
+    out = []
+    for n in range(messages):
+        person = idents[rng.randrange(people)]
+        out.append(
+            msg(
+                f"m{n}",
+                *rng.sample(person, rng.choice((1, 1, 2))),
+                at=f"2026-01-01T00:{n // 60 % 60:02d}:{n % 60:02d}Z",
+            )
+        )
+    return out
+
+
+async def partition(store) -> tuple[set[frozenset[str]], set[frozenset[str]]]:
+    """Groups of identifiers and of messages that share a customer."""
+    by_cust: dict[str, set[str]] = defaultdict(set)
+    async for d in store.identities.find({}):
+        by_cust[d["customer_id"]].add(d["_id"])
+    msgs: dict[str, set[str]] = defaultdict(set)
+    async for d in store.interactions.find({}, {"customer_id": 1, "source_id": 1}):
+        msgs[d["customer_id"]].add(d["source_id"])
+    live = {
+        d["_id"]
+        async for d in store.customers.find(
+            {"merged_into": None, "pending": {"$ne": True}}, {"_id": 1}
+        )
+    }
+    assert set(by_cust) <= live, "an identifier belongs to a tombstone"
+    assert set(msgs) <= live, "a message belongs to a tombstone"
+    assert live <= set(by_cust), "a live customer without identifiers (lost or orphaned)"
+    return {frozenset(v) for v in by_cust.values()}, {frozenset(v) for v in msgs.values()}
+
+
+@pytest.mark.parametrize("seed", range(int(os.environ.get("OMNIHUB_RACE_SEEDS", "6"))))
+async def test_racing_resolvers_end_where_a_serial_one_does(store, mongo_url, seed: int) -> None:
+    from store.mongo import connect, ensure_indexes
+
+    rng = random.Random(seed)
+    messages = population(rng, people=12, messages=90)
+    serial = connect(mongo_url, f"{store.db.name}_serial")
+    await ensure_indexes(serial)
+    try:
+        one = Ingestor(serial, Recorder())
+        for i in range(0, len(messages), 10):
+            await one.process([raw(m) for m in messages[i : i + 10]])
+        expected = await partition(serial)
+    finally:
+        await serial.client.drop_database(serial.db.name)
+        await serial.close()
+    # five resolvers take overlapping random batches concurrently, every message at least once
+    batches: list[list[Any]] = [[raw(m) for m in messages[i::5]] for i in range(5)]
+    for _ in range(5):
+        batches.append([raw(m) for m in rng.sample(messages, 15)])
+    rng.shuffle(batches)
+    ingestors = [Ingestor(store, Recorder()) for _ in range(5)]
+    await asyncio.gather(*(ingestors[i % 5].process(b) for i, b in enumerate(batches)))
+    assert await partition(store) == expected
+    assert await store.interactions.count_documents({}) == len(messages)
