@@ -1,4 +1,8 @@
-"""Customer read API: lookup by any raw identifier form, profile, timeline."""
+"""Customer API: lookup by any raw identifier form or by name, profile with merge history,
+timeline, merge suggestions, unmerge, and verification codes for claimed identifiers.
+
+Customers' data is personal: these routes need the API token or a supervisor/admin; agents
+see a customer through the conversations offered or assigned to them (router/api.py)."""
 
 from __future__ import annotations
 
@@ -7,13 +11,45 @@ from datetime import datetime
 
 from aiohttp import web
 
-from hub.web import STORE, ApiError, json_response, not_found
+from hub.identity import IdentityActionError, IdentityActions
+from hub.web import (
+    STORE,
+    ApiError,
+    json_response,
+    not_found,
+    principal,
+    read_json,
+    require_role,
+)
 from router.api import public
-from store import customers, identities, interactions
+from store import customers, identities, interactions, merges, suggestions
 from unify.identifiers import InvalidIdentifier, parse_identifier
+from unify.text import query_tokens
 
 REGION: web.AppKey[str] = web.AppKey("default_region", str)
+ACTIONS: web.AppKey[IdentityActions] = web.AppKey("identity_actions", IdentityActions)
 MAX_LIMIT = 200
+
+
+def _supervisor(request: web.Request) -> str:
+    p = require_role(principal(request), "supervisor")
+    return p.agent_id or "system"
+
+
+def _parse_identifier(request: web.Request, raw: object, field: str = "identifier") -> str:
+    if not isinstance(raw, str) or not raw.strip():
+        raise ApiError(400, "invalid_field", f"{field}: required, e.g. phone:+98912…", field)
+    try:
+        return parse_identifier(raw, default_region=request.app[REGION])
+    except InvalidIdentifier as exc:
+        raise ApiError(400, "invalid_field", f"{field}: {exc}", field) from None
+
+
+async def _act(coro: object) -> object:
+    try:
+        return await coro  # type: ignore[misc]
+    except IdentityActionError as exc:
+        raise ApiError(exc.status, exc.code, str(exc), exc.field) from None
 
 
 def encode_cursor(doc: dict[str, object]) -> str:
@@ -39,31 +75,39 @@ async def _customer(request: web.Request, customer_id: str) -> dict[str, object]
         raise not_found("customer")
     out = public(doc) or {}
     out["identifiers"] = await identities.of_customer(store, doc["_id"])
-    out["merges"] = []  # merge history arrives with the identity issue
+    out["merges"] = [public(m) for m in await merges.history(store, doc["_id"])]
+    out["merge_suggestions"] = [
+        public(s) for s in await suggestions.for_customer(store, [doc["_id"]])
+    ]
+    if doc["_id"] != customer_id:
+        out["requested_id"] = customer_id  # asked for a merged customer: this is its survivor
     return out
 
 
 async def find_customer(request: web.Request) -> web.Response:
-    raw = request.query.get("identifier")
-    if not raw:
-        raise ApiError(
-            400, "invalid_field", "identifier: required, e.g. phone:+98912…", "identifier"
-        )
-    try:
-        ident = parse_identifier(raw, default_region=request.app[REGION])
-    except InvalidIdentifier as exc:
-        raise ApiError(400, "invalid_field", f"identifier: {exc}", "identifier") from None
-    owner = (await identities.lookup(request.app[STORE], [ident])).get(ident)
+    """``?identifier=`` in any written form (follows merges), or ``?name=`` search."""
+    _supervisor(request)
+    store = request.app[STORE]
+    if "name" in request.query and "identifier" not in request.query:
+        tokens = query_tokens(request.query["name"])
+        if not tokens:
+            raise ApiError(400, "invalid_field", "name: give at least one letter", "name")
+        found = await customers.search_by_name(store, tokens)
+        return json_response({"customers": [public(d) for d in found]})
+    ident = _parse_identifier(request, request.query.get("identifier"))
+    owner = (await identities.lookup(store, [ident])).get(ident)
     if owner is None:
         raise not_found(f"customer with {ident.split(':', 1)[0]} identifier")
     return json_response(await _customer(request, owner))
 
 
 async def get_customer(request: web.Request) -> web.Response:
+    _supervisor(request)
     return json_response(await _customer(request, request.match_info["customer_id"]))
 
 
 async def timeline(request: web.Request) -> web.Response:
+    _supervisor(request)
     store = request.app[STORE]
     doc = await customers.get(store, request.match_info["customer_id"])
     if doc is None:
@@ -89,9 +133,97 @@ async def timeline(request: web.Request) -> web.Response:
     )
 
 
+# ---------------------------------------------------------------------------- suggestions
+async def list_suggestions(request: web.Request) -> web.Response:
+    _supervisor(request)
+    state = request.query.get("state", "open")
+    if state not in ("open", "confirmed", "rejected"):
+        raise ApiError(400, "invalid_field", "state: open, confirmed or rejected", "state")
+    docs = await suggestions.list_by_state(request.app[STORE], state)
+    return json_response({"suggestions": [public(d) for d in docs]})
+
+
+async def customer_suggestions(request: web.Request) -> web.Response:
+    _supervisor(request)
+    docs = await suggestions.for_customer(
+        request.app[STORE], [request.match_info["customer_id"]], request.query.get("state", "open")
+    )
+    return json_response({"suggestions": [public(d) for d in docs]})
+
+
+async def confirm_suggestion(request: web.Request) -> web.Response:
+    by = _supervisor(request)
+    doc = await _act(request.app[ACTIONS].decide(request.match_info["suggestion_id"], True, by))
+    return json_response(public(doc))  # type: ignore[arg-type]
+
+
+async def reject_suggestion(request: web.Request) -> web.Response:
+    by = _supervisor(request)
+    doc = await _act(request.app[ACTIONS].decide(request.match_info["suggestion_id"], False, by))
+    return json_response(public(doc))  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------- unmerge
+async def unmerge(request: web.Request) -> web.Response:
+    by = _supervisor(request)
+    body = await read_json(request) if request.can_read_body else {}
+    merge_id = body.get("merge_id") if isinstance(body, dict) else None
+    if merge_id is not None and not isinstance(merge_id, str):
+        raise ApiError(400, "invalid_field", "merge_id: a string", "merge_id")
+    done = await _act(request.app[ACTIONS].unmerge(request.match_info["customer_id"], merge_id, by))
+    return json_response({"merge": public(done)})  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------- verification
+async def start_verification(request: web.Request) -> web.Response:
+    _supervisor(request)
+    body = await read_json(request)
+    ident = _parse_identifier(request, body.get("identifier") if isinstance(body, dict) else None)
+    doc = await _act(
+        request.app[ACTIONS].start_verification(request.match_info["customer_id"], ident)
+    )
+    assert isinstance(doc, dict)
+    return json_response(
+        {
+            "id": doc["_id"],
+            "identifier": ident,
+            "state": doc["state"],
+            "expires_at": doc["expires_at"],
+        },
+        201,
+    )
+
+
+async def confirm_verification(request: web.Request) -> web.Response:
+    _supervisor(request)
+    body = await read_json(request)
+    code = body.get("code") if isinstance(body, dict) else None
+    if not isinstance(code, str) or not code.strip().isdigit():
+        raise ApiError(400, "invalid_field", "code: the digits that were sent", "code")
+    doc = await _act(
+        request.app[ACTIONS].confirm_verification(request.match_info["verification_id"], code)
+    )
+    assert isinstance(doc, dict)
+    return json_response(
+        {
+            "id": doc["_id"],
+            "identifier": doc["identifier"],
+            "customer_id": doc["customer_id"],
+            "state": "confirmed",
+        }
+    )
+
+
 def routes() -> list[web.RouteDef]:
     return [
         web.get("/api/v1/customers", find_customer),
         web.get("/api/v1/customers/{customer_id}", get_customer),
         web.get("/api/v1/customers/{customer_id}/timeline", timeline),
+        web.get("/api/v1/customers/{customer_id}/suggestions", customer_suggestions),
+        web.post("/api/v1/customers/{customer_id}/unmerge", unmerge),
+        web.post("/api/v1/customers/{customer_id}/verifications", start_verification),
+        web.post("/api/v1/verifications/{verification_id}/confirm", confirm_verification),
+        web.get("/api/v1/merge-suggestions", list_suggestions),
+        web.post("/api/v1/merge-suggestions/{suggestion_id}/confirm", confirm_suggestion),
+        web.post("/api/v1/merge-suggestions/{suggestion_id}/reject", reject_suggestion),
     ]

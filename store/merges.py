@@ -21,8 +21,9 @@ from datetime import datetime
 from typing import Any
 
 from pymongo import ReturnDocument, UpdateOne
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import ConnectionFailure, DuplicateKeyError
 
+from pipeline.contract import deterministic_id
 from store.mongo import Doc, Store
 
 log = logging.getLogger("omnihub.merges")
@@ -88,7 +89,7 @@ async def merge(
     Returns the finished log entry, or None when there was nothing to do (the loser is already
     part of the survivor, or the two are the same).
     """
-    survivor, loser = await root(store, survivor), await root(store, loser)
+    survivor, loser = await _ordered(store, survivor, loser)
     if survivor == loser:
         return None
     entry = await store.merges.find_one({"_id": merge_id})
@@ -120,7 +121,33 @@ async def merge(
     if entry["state"] == "pending":
         await _run(store, entry, now)
         entry = await store.merges.find_one({"_id": merge_id})
+    # a merge overtaken by a concurrent one continues as a follow-up merge of the roots
+    hops = 0
+    while entry is not None and entry.get("state") == "superseded" and hops < MAX_HOPS:
+        follow = entry.get("superseded_by")
+        entry = await store.merges.find_one({"_id": follow}) if follow else None
+        hops += 1
     return entry
+
+
+async def _ordered(store: Store, a: str, b: str) -> tuple[str, str]:
+    """(survivor, loser) of two customers' live roots: the oldest survives.
+
+    Deciding on the roots, not on what the caller saw, keeps every tombstone pointing from a
+    younger to an older customer — a total order, so concurrent merges can never make a cycle.
+    """
+    ra, rb = await root(store, a), await root(store, b)
+    if ra == rb:
+        return ra, rb
+    docs = {
+        d["_id"]: d
+        async for d in store.customers.find({"_id": {"$in": [ra, rb]}}, {"created_at": 1})
+    }
+    if len(docs) != 2:
+        # a customer is written before anything points at it; missing means a writer is
+        # mid-way: let the caller retry rather than guess an order
+        raise ConnectionFailure(f"customer {ra if ra not in docs else rb} not written yet")
+    return tuple(sorted((ra, rb), key=lambda x: (docs[x]["created_at"], x)))  # type: ignore[return-value]
 
 
 async def _run(store: Store, entry: Doc, now: datetime) -> None:
@@ -130,6 +157,27 @@ async def _run(store: Store, entry: Doc, now: datetime) -> None:
         {"_id": loser, "merged_into": None},
         {"$set": {"merged_into": survivor, "merged_at": now, "merge_id": entry["_id"]}},
     )
+    current = await store.customers.find_one({"_id": loser}, {"merged_into": 1})
+    if current is not None and current.get("merged_into") != survivor:
+        # another merge took the loser first: ours becomes a merge of the two roots
+        follow_id = deterministic_id(entry["_id"], "follow")
+        # the follow-up first: if we crash before marking ours superseded, resuming ours
+        # finds the follow-up and finishes both
+        await merge(
+            store,
+            follow_id,
+            survivor,
+            loser,
+            reason=entry["reason"],
+            identifier=entry.get("identifier"),
+            trigger=entry.get("trigger"),
+            now=now,
+        )
+        await store.merges.update_one(
+            {"_id": entry["_id"], "state": "pending"},
+            {"$set": {"state": "superseded", "superseded_by": follow_id, "done_at": now}},
+        )
+        return
     # 3. re-point everything the loser owns
     await repoint(store, loser, survivor, entry["_id"])
     # 4. the survivor carries the loser's identifiers

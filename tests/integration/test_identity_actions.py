@@ -1,0 +1,106 @@
+"""What supervisors do with identities: confirm/reject suggestions, unmerge, verify codes."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from hub.identity import IdentityActionError, IdentityActions
+from pipeline import contract as c
+from pipeline import topics
+from pipeline.agents.ingest import Ingestor
+from tests.integration.test_ingest import Recorder, raw
+from tests.integration.test_merges import ch, claimed, msg, owner
+
+pytestmark = pytest.mark.integration
+
+
+async def two_customers_and_a_claim(store) -> tuple[str, str]:
+    ing = Ingestor(store, Recorder())
+    await ing.process([raw(msg("m1", ch("email", "nima@example.com"), at="2026-01-01T00:00:00Z"))])
+    await ing.process([raw(msg("c1", ch("webchat", "v-1"), claimed("email", "nima@example.com")))])
+    return await owner(store, "email:nima@example.com"), await owner(store, "webchat:v-1")
+
+
+async def test_confirming_a_suggestion_merges_and_announces_it(store) -> None:
+    mail, visitor = await two_customers_and_a_claim(store)
+    pub = Recorder()
+    actions = IdentityActions(store, pub)
+    sug = await store.suggestions.find_one({})
+    done = await actions.decide(sug["_id"], True, by="sup-1")
+    assert done["state"] == "confirmed" and done["merge_id"]
+    assert await owner(store, "webchat:v-1") == mail  # the older customer survives
+    events = [json.loads(r.value) for r in pub.records]
+    assert [e["type"] for e in events] == [c.CUSTOMER_MERGED]
+    assert events[0]["data"] == {
+        "merge_id": done["merge_id"],
+        "survivor_id": mail,
+        "merged_id": visitor,
+        "reason": "suggestion confirmed by sup-1",
+    }
+    # confirming twice is harmless; rejecting a confirmed one is a conflict
+    assert (await actions.decide(sug["_id"], True, by="sup-1"))["state"] == "confirmed"
+    with pytest.raises(IdentityActionError) as err:
+        await actions.decide(sug["_id"], False, by="sup-1")
+    assert err.value.status == 409
+    # and the merge can be undone by naming the absorbed customer
+    undone = await actions.unmerge(visitor, None, by="sup-1")
+    assert undone["state"] == "undone"
+    assert await owner(store, "webchat:v-1") == visitor
+    assert json.loads(pub.records[-1].value)["type"] == c.CUSTOMER_UNMERGED
+
+
+async def test_rejecting_a_suggestion_keeps_the_two_apart(store) -> None:
+    mail, visitor = await two_customers_and_a_claim(store)
+    actions = IdentityActions(store, Recorder())
+    sug = await store.suggestions.find_one({})
+    assert (await actions.decide(sug["_id"], False, by="sup-1"))["state"] == "rejected"
+    assert (await store.customers.find_one({"_id": mail}))["separated_from"] == [visitor]
+    assert await owner(store, "webchat:v-1") == visitor
+
+
+async def test_a_verification_code_proves_a_claim_and_links_it(store) -> None:
+    mail, visitor = await two_customers_and_a_claim(store)
+    pub = Recorder()
+    actions = IdentityActions(store, pub, senders={"email": "support@shop.example"})
+    ver = await actions.start_verification(visitor, "email:nima@example.com")
+    (sent,) = pub.records
+    assert sent.topic == topics.outbound("email")
+    reply = json.loads(sent.value)
+    assert reply["type"] == c.REPLY_REQUESTED
+    assert reply["data"]["to"] == ["email:nima@example.com"]
+    assert reply["data"]["account"] == "support@shop.example"
+    code = re.search(r"\d{6}", reply["data"]["text"]).group()
+    assert (
+        await store.verifications.find_one({"code_hash": {"$exists": True}, "code": code}) is None
+    )
+    wrong = "000000" if code != "000000" else "111111"
+    with pytest.raises(IdentityActionError) as err:
+        await actions.confirm_verification(ver["_id"], wrong)
+    assert err.value.field == "code"
+    await actions.confirm_verification(ver["_id"], code)
+    # the email belonged to an older customer: proving it means they are one person
+    assert await owner(store, "webchat:v-1") == mail
+    sug = await store.suggestions.find_one({})
+    assert sug["state"] == "confirmed"
+
+
+async def test_codes_expire_after_too_many_wrong_tries(store) -> None:
+    _, visitor = await two_customers_and_a_claim(store)
+    actions = IdentityActions(store, Recorder())
+    ver = await actions.start_verification(visitor, "phone:+989121234567")
+    for _ in range(5):
+        with pytest.raises(IdentityActionError):
+            await actions.confirm_verification(ver["_id"], "999999x"[:6])
+    with pytest.raises(IdentityActionError) as err:
+        await actions.confirm_verification(ver["_id"], "123456")
+    assert err.value.status == 410
+
+
+async def test_identifiers_that_cannot_receive_a_code_are_refused(store) -> None:
+    _, visitor = await two_customers_and_a_claim(store)
+    with pytest.raises(IdentityActionError) as err:
+        await IdentityActions(store, Recorder()).start_verification(visitor, "webchat:v-2")
+    assert err.value.status == 400
