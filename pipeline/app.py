@@ -71,6 +71,7 @@ def create_app(settings: Settings) -> faust.App:
             default_region=settings.default_region,
             retry_max=settings.store_retry_max,
             policy=settings.identity_policy(),
+            reopen_window=settings.reopen_window,
         )
         log.info("worker.store_ready")
 

@@ -15,11 +15,12 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Histogram
-from pymongo.errors import ConnectionFailure, OperationFailure
+from pymongo.errors import ConnectionFailure, DuplicateKeyError, OperationFailure
 
 from pipeline import contract as c
 from pipeline import topics
@@ -86,8 +87,10 @@ class Ingestor:
         default_region: str = "IR",
         retry_max: float = 10.0,
         policy: Policy | None = None,
+        reopen_window: float = 7 * 86400,
     ) -> None:
         self.store = store
+        self.reopen_window = reopen_window
         self.policy = policy or Policy()
         self.publisher = publisher
         self.default_region = default_region
@@ -243,30 +246,7 @@ class Ingestor:
             i.event.id: (by_event[i.event.id].customer_id, i.message.channel, i.message.thread)
             for i in items
         }
-        active = await conversations.active_for(store, list(set(keys.values())))
-        proposals: dict[conversations.Key, Doc] = {}
-        for item in items:
-            key = keys[item.event.id]
-            if item.event.id in recorded or key in active or key in proposals:
-                continue
-            if item.message.direction != "in":
-                continue  # outbound messages never open a conversation
-            proposals[key] = {
-                "_id": c.derived_id(item.event.id, "conversation"),
-                "customer_id": key[0],
-                "channel": key[1],
-                "thread": key[2],
-                "account": item.message.account,
-                "state": "open",
-                "assignee": None,
-                "offer_id": None,
-                "priority": 0,
-                "opened_at": now,
-                "opened_by": item.event.id,
-                "last_message_at": item.message.occurred_at,
-            }
-        if proposals:
-            active.update(await conversations.open_many(store, list(proposals.values())))
+        active = await self._conversations(items, keys, recorded, now)
 
         # the timeline
         docs: list[Doc] = []
@@ -289,6 +269,64 @@ class Ingestor:
         out += self._merge_events(resolved.merged)
         await self.publisher.publish(out)
         return len(out)
+
+    async def _conversations(
+        self,
+        items: list[_Item],
+        keys: dict[str, conversations.Key],
+        recorded: dict[str, str | None],
+        now: Any,
+    ) -> dict[conversations.Key, Doc]:
+        """The active conversation of every key: existing, reopened, or newly opened.
+
+        Only an inbound customer message (not an auto-reply, bounce or loop, and not our own
+        outbound copy) opens one; on a thread resolved less than ``reopen_window`` ago it
+        reopens that conversation instead.
+        """
+        store = self.store
+        active = await conversations.active_for(store, list(set(keys.values())))
+        opening: dict[conversations.Key, _Item] = {}
+        for item in items:
+            key = keys[item.event.id]
+            if item.event.id in recorded or key in active or key in opening:
+                continue
+            if item.message.direction != "in" or item.message.kind != "message":
+                continue
+            opening[key] = item
+        if not opening:
+            return active
+        recent = await conversations.recently_resolved(
+            store, list(opening), now - timedelta(seconds=self.reopen_window)
+        )
+        proposals: list[Doc] = []
+        for key, item in opening.items():
+            conv = recent.get(key)
+            if conv is not None:
+                try:
+                    reopened = await conversations.reopen(store, conv["_id"], item.event.id, now)
+                except DuplicateKeyError:
+                    reopened = None  # another writer opened this thread meanwhile
+                if reopened is not None:
+                    active[key] = reopened
+                    continue
+            proposals.append(
+                {
+                    "_id": c.derived_id(item.event.id, "conversation"),
+                    "customer_id": key[0],
+                    "channel": key[1],
+                    "thread": key[2],
+                    "account": item.message.account,
+                    "state": "open",
+                    "assignee": None,
+                    "offer_id": None,
+                    "priority": 0,
+                    "opened_at": now,
+                    "opened_by": item.event.id,
+                    "last_message_at": item.message.occurred_at,
+                }
+            )
+        active.update(await conversations.open_many(store, proposals))
+        return active
 
     def _merge_events(self, merged: list[Doc]) -> list[Record]:
         out = []
@@ -368,7 +406,19 @@ class Ingestor:
                 cid,
             )
             conv = active.get(keys[eid])
-            if conv is not None and conv.get("opened_by") == eid:
+            if conv is not None and conv.get("reopened_by") == eid:
+                emit(
+                    c.CONVERSATION_REOPENED,
+                    c.ConversationReopened(
+                        conversation_id=conv["_id"],
+                        customer_id=cid,
+                        interaction_id=eid,
+                        reopened_at=conv["reopened_at"],
+                    ),
+                    eid,
+                    cid,
+                )
+            elif conv is not None and conv.get("opened_by") == eid:
                 emit(
                     c.CONVERSATION_OPENED,
                     c.ConversationOpened(

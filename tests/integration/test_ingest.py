@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import random
+from datetime import timedelta
 from collections.abc import Sequence
 from typing import Any
 
@@ -195,3 +196,43 @@ async def test_racing_workers_on_overlapping_identifiers_converge(store) -> None
     cust_ids = {d["_id"] async for d in store.customers.find({"pending": {"$ne": True}})}
     assert set(owners.values()) == cust_ids
     assert await store.conversations.count_documents({"active": True}) == len(set(owners.values()))
+
+
+async def test_a_new_message_reopens_a_recently_resolved_conversation(store) -> None:
+    pub = Recorder()
+    ing = Ingestor(store, pub, reopen_window=3600)
+    await ing.process([raw(sms("r1", "09121234567"))])
+    conv = await store.conversations.find_one({})
+    await store.conversations.update_one(
+        {"_id": conv["_id"]},
+        {"$set": {"state": "resolved", "active": False, "resolved_at": c.utcnow()}},
+    )
+    pub.records.clear()
+    await ing.process([raw(sms("r2", "09121234567"))])
+    assert await store.conversations.count_documents({}) == 1
+    again = await store.conversations.find_one({})
+    assert again["active"] and again["state"] == "open" and again["reopened_by"]
+    types = [e["type"] for e in pub.events()]
+    assert c.CONVERSATION_REOPENED in types and c.CONVERSATION_OPENED not in types
+    # resolved long ago: a new conversation instead
+    await store.conversations.update_one(
+        {"_id": conv["_id"]},
+        {
+            "$set": {
+                "state": "resolved",
+                "active": False,
+                "resolved_at": c.utcnow() - timedelta(hours=2),
+            }
+        },
+    )
+    await ing.process([raw(sms("r3", "09121234567"))])
+    assert await store.conversations.count_documents({}) == 2
+
+
+async def test_auto_replies_and_bounces_never_open_a_conversation(store) -> None:
+    ing = Ingestor(store, Recorder())
+    auto = sms("auto1", "09121234567").model_copy(update={"kind": "auto_reply"})
+    bounce = sms("b1", "09121234567").model_copy(update={"kind": "bounce"})
+    await ing.process([raw(auto), raw(bounce)])
+    assert await store.interactions.count_documents({}) == 2
+    assert await store.conversations.count_documents({}) == 0
