@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import json
+import os
 import random
 from collections import defaultdict
 from typing import Any
@@ -232,10 +232,25 @@ async def partition(store) -> tuple[set[frozenset[str]], set[frozenset[str]]]:
             {"merged_into": None, "pending": {"$ne": True}}, {"_id": 1}
         )
     }
-    assert set(by_cust) <= live, "an identifier belongs to a tombstone"
+    if not set(by_cust) <= live:
+        bad = sorted(set(by_cust) - live)[:3]
+        docs = [d async for d in store.customers.find({"_id": {"$in": bad}})]
+        raise AssertionError(f"identifiers belong to non-live customers: {docs}")
     assert set(msgs) <= live, "a message belongs to a tombstone"
     assert live <= set(by_cust), "a live customer without identifiers (lost or orphaned)"
     return {frozenset(v) for v in by_cust.values()}, {frozenset(v) for v in msgs.values()}
+
+
+async def settled_partition(store, timeout: float = 30.0) -> tuple[set[frozenset[str]], ...]:
+    """The partition once in-flight batches (in other processes) have settled."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            return await partition(store)
+        except AssertionError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.5)
 
 
 @pytest.mark.parametrize("seed", range(int(os.environ.get("OMNIHUB_RACE_SEEDS", "6"))))

@@ -223,3 +223,53 @@ async def test_kill_9_mid_stream_then_restart_loses_and_duplicates_nothing(
     assert ids == {m.event_id for m in messages}
     assert await store.customers.count_documents({}) == 300
     assert await store.conversations.count_documents({"active": True}) == 300
+
+
+async def test_two_workers_racing_on_one_population_agree_with_a_serial_resolver(
+    stack: dict[str, Any], mongo_url: str, tmp_path: Path
+) -> None:
+    """A person's SMS, email and CRM messages are keyed differently, so they land on
+    different partitions and two worker processes resolve them at the same time."""
+    import random
+
+    from pipeline.agents.ingest import Ingestor
+    from tests.integration.test_ingest import Recorder, raw
+    from tests.integration.test_merges import partition, population, settled_partition
+
+    messages = population(random.Random(11), people=40, messages=600)
+    first: Worker = stack["worker"]
+    second = Worker(
+        {
+            **first.env,
+            "OMNIHUB_WORKER_PORT": str(free_port()),
+            "OMNIHUB_DATA_DIR": str(tmp_path / "data2"),
+        },
+        tmp_path / "worker2.log",
+    )
+    first.start()
+    second.start()
+    try:
+        await produce(stack["producer"], messages)
+        assert await wait_count(stack["store"], len(messages), 120) == len(messages)
+        # both took part: each owns some partitions of the inbound topic
+        for w in (first, second):
+            url = f"http://127.0.0.1:{w.env['OMNIHUB_WORKER_PORT']}/healthz"
+            with urllib.request.urlopen(url, timeout=5) as r:
+                parts = json.loads(r.read())["partitions"]
+            assert any(p.startswith(topics.INBOUND) for p in parts), parts
+        got = await settled_partition(stack["store"])
+    finally:
+        second.stop()
+    serial = connect(mongo_url, f"serial_{uuid.uuid4().hex[:8]}")
+    try:
+        from store.mongo import ensure_indexes
+
+        await ensure_indexes(serial)
+        one = Ingestor(serial, Recorder())
+        for i in range(0, len(messages), 50):
+            await one.process([raw(m) for m in messages[i : i + 50]])
+        expected = await partition(serial)
+    finally:
+        await serial.client.drop_database(serial.db.name)
+        await serial.close()
+    assert got == expected
