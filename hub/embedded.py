@@ -12,6 +12,7 @@ import contextlib
 import errno
 import fcntl
 import importlib.resources
+import json
 import os
 import shutil
 import signal
@@ -132,6 +133,8 @@ def service_env(settings: Settings) -> dict[str, str]:
             value = value.get_secret_value()
         if isinstance(value, Path):
             value = str(value.resolve())
+        if isinstance(value, list | dict):
+            value = json.dumps(value, ensure_ascii=False)  # how settings read complex values
         env[f"OMNIHUB_{name.upper()}"] = str(value)
     return env
 

@@ -116,15 +116,34 @@ async def resolve(
 
 
 async def _suggest(store: Store, decisions: Sequence[Decision], now: datetime) -> None:
-    """Record suggestions and claims; a newly linked identifier that someone else claimed
-    earlier becomes a suggestion too."""
+    """Record suggestions and claims.
+
+    A claim and a link of the same identifier can happen in two batches at once; each side
+    writes first and reads the other side's writes after, so at least one of them sees the
+    other and the suggestion is never missed (it is idempotent, both may record it).
+    """
     pending: list[tuple[Decision, Suggestion]] = [(d, s) for d in decisions for s in d.suggestions]
+    # claims: write, then see whether someone owns the identifier by now
+    claimed = [(ident, d.customer_id, d.event_id) for d in decisions for ident in d.claims]
+    await claims.record_many(store, claimed, now)
+    by_claim = {ident: d for d in decisions for ident in d.claims}
+    if by_claim:
+        owners = await identities.lookup(store, by_claim)
+        live = await merges.roots(store, list(set(owners.values())))
+        for ident, owner in owners.items():
+            d = by_claim[ident]
+            if live[owner] != d.customer_id:
+                pending.append(
+                    (d, Suggestion("merge", (d.customer_id, live[owner]), ident, "claimed"))
+                )
+    # links (written in resolve()): see whether someone claimed the identifier before
     attached = {ident: d for d in decisions for ident in d.attach}
     if attached:
         claimed_by = await claims.claimants(store, attached)
+        live = await merges.roots(store, [c for cs in claimed_by.values() for c in cs])
         for ident, claimers in claimed_by.items():
             d = attached[ident]
-            for other in claimers:
+            for other in {live[c] for c in claimers}:
                 if other != d.customer_id:
                     pending.append(
                         (d, Suggestion("merge", (d.customer_id, other), ident, "claimed"))
@@ -140,8 +159,3 @@ async def _suggest(store: Store, decisions: Sequence[Decision], now: datetime) -
         for d, s in pending
     ]
     await suggestions.record_many(store, docs, now)
-    await claims.record_many(
-        store,
-        [(ident, d.customer_id, d.event_id) for d in decisions for ident in d.claims],
-        now,
-    )

@@ -278,3 +278,15 @@ async def test_racing_resolvers_end_where_a_serial_one_does(store, mongo_url, se
     await asyncio.gather(*(ingestors[i % 5].process(b) for i, b in enumerate(batches)))
     assert await partition(store) == expected
     assert await store.interactions.count_documents({}) == len(messages)
+
+
+async def test_a_claim_and_the_real_owner_in_one_batch_still_suggest(store) -> None:
+    ing = Ingestor(store, Recorder())
+    await ing.process(
+        [
+            raw(msg("form", ch("webchat", "v-77"), claimed("email", "leila@example.com"))),
+            raw(msg("mail", ch("email", "leila@example.com"))),
+        ]
+    )
+    sug = await store.suggestions.find_one({"identifier": "email:leila@example.com"})
+    assert sug is not None and sug["reason"] == "claimed"
