@@ -7,6 +7,7 @@ Installed in the image as /usr/local/bin/omnihub-healthcheck and used by its HEA
     omnihub-healthcheck            # service taken from PID 1's command line
     omnihub-healthcheck api        # OMNIHUB_API_PORT (8400)
     omnihub-healthcheck worker     # OMNIHUB_WORKER_PORT (8401)
+    omnihub-healthcheck email      # OMNIHUB_EMAIL_HEALTH_PORT (8402; set it, it has no default)
     omnihub-healthcheck 8401       # an explicit port
 
 A container running a one-shot command (`omnihub init`, `omnihub doctor`, `--help`) has no
@@ -24,6 +25,7 @@ import urllib.request
 SERVICES = {
     "api": ("OMNIHUB_API_PORT", 8400),
     "worker": ("OMNIHUB_WORKER_PORT", 8401),
+    "email": ("OMNIHUB_EMAIL_HEALTH_PORT", 8402),  # `omnihub connector email`
 }
 TIMEOUT_S = 4.0
 
@@ -66,7 +68,7 @@ def _probe_host() -> str:
 def main(argv: list[str]) -> int:
     target = argv[1] if len(argv) > 1 else _service_of_pid1()
     if target is not None and not target.isdigit() and target not in SERVICES:
-        print(f"unknown service {target!r}; expected api, worker or a port", file=sys.stderr)
+        print(f"unknown service {target!r}; expected api, worker, email or a port", file=sys.stderr)
         return 1
     port = _port(target)
     if port is None:

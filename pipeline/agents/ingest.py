@@ -461,6 +461,10 @@ def _interaction_doc(item: _Item, customer_id: str, conv_id: str | None, now: An
         "html": m.html,
         "attachments": [a.model_dump() for a in m.attachments],
         "call": m.call.model_dump() if m.call else None,
+        "kind": m.kind,
+        "quoted_text": m.quoted_text,
+        "in_reply_to": m.in_reply_to,
+        "references": list(m.references),
     }
 
 
