@@ -6,8 +6,8 @@ import asyncio
 import base64
 import json
 import random
-from datetime import timedelta
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 import pytest
