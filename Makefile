@@ -11,9 +11,9 @@ ARGS   ?=
 PYTEST_ARGS ?=
 
 # Debian packages the test peers need (none yet for the spine; channel issues add theirs).
-APT_TEST_PACKAGES ?=
+APT_TEST_PACKAGES ?= postfix dovecot-imapd dovecot-lmtpd swaks
 
-.PHONY: run test test-unit test-integration bench lint typecheck schemas clean help
+.PHONY: run test test-unit test-integration bench bench-routing bench-email lint typecheck schemas clean help
 
 help:
 	@echo "make run    - install and start omnihub on its embedded stack (Ctrl-C stops)"
@@ -53,6 +53,12 @@ test-integration: $(VENV)/.dev
 
 bench: $(VENV)/.dev
 	$(BIN)/python bench/ingest.py $(ARGS)
+
+bench-routing: $(VENV)/.dev
+	$(BIN)/python bench/routing.py $(ARGS)
+
+bench-email: $(VENV)/.dev .apt-test-deps
+	$(BIN)/python bench/email.py $(ARGS)
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .

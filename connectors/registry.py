@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from connectors.api import ApiConnector
 from connectors.base import Connector
+from connectors.email import EmailConnector
 
 CONNECTORS: dict[str, type[Connector]] = {
     ApiConnector.channel: ApiConnector,
+    EmailConnector.channel: EmailConnector,
 }
 
 

@@ -9,11 +9,13 @@ from aiohttp import web
 
 from connectors.api import ApiConnector
 from hub import customers
+from hub.identity import IdentityActions
 from hub.settings import Settings
 from hub.web import API_TOKEN, MAX_BODY, STORE, edge, healthz, metrics
 from pipeline.publish import KafkaPublisher
 from router import api as router_api
-from router.service import Router
+from router.service import Router, RouterConfig
+from store import agents as agents_repo
 from store.mongo import connect, ensure_indexes, wait_ready
 
 log = logging.getLogger("omnihub.api")
@@ -29,15 +31,19 @@ def create_app(settings: Settings) -> web.Application:
         store = connect(settings.mongo_url, settings.mongo_db)
         await wait_ready(store, settings.ready_timeout)
         await ensure_indexes(store)
+        await agents_repo.migrate(store)
         publisher = KafkaPublisher(
             settings.bootstrap, idempotence=settings.idempotence, client_id="omnihub-api"
         )
         await publisher.start()
-        router = Router(store, publisher, offer_timeout=settings.offer_timeout)
+        router = Router(store, publisher, RouterConfig.from_settings(settings))
         await router.start(
             settings.bootstrap, settings.router_group, settings.kafka_session_timeout
         )
         app[STORE] = store
+        app[customers.ACTIONS] = IdentityActions(
+            store, publisher, senders=dict(settings.verification_senders)
+        )
         app[router_api.ROUTER] = router
         connector.publisher = publisher
         log.info("api.ready url=%s", settings.api_url)

@@ -55,6 +55,9 @@ def stack_options(fn: Any) -> Any:
         click.option("--kafka-port", type=int, help="embedded broker port [9400]"),
         click.option("--s3-port", type=int, help="embedded S3 port [9401]"),
         click.option("--mongo-port", type=int, help="embedded MongoDB port [27400]"),
+        click.option(
+            "--smtp-port", "email_smtp_port", type=int, help="inbound SMTP port of email [2525]"
+        ),
         click.option("--partitions", type=int, help="partitions of created topics [4]"),
         click.option("--log-level", help="debug|info|warning [info]"),
     ]
@@ -152,6 +155,70 @@ def doctor(**opts: Any) -> None:
     settings = _settings(**opts)
     ok = asyncio.run(run_doctor(settings, out=lambda line: click.echo(line)))
     sys.exit(0 if ok else 1)
+
+
+@cli.group(epilog=EPILOG)
+def connector() -> None:
+    """Run a channel connector as its own process (omnihub up starts them for you)."""
+
+
+@connector.command("email", epilog=EPILOG)
+@stack_options
+def connector_email(**opts: Any) -> None:
+    """The email channel: inbound SMTP server (point your MTA at it), IMAP mailboxes and
+    agent replies over SMTP. Inboxes: OMNIHUB_EMAIL_INBOXES or OMNIHUB_EMAIL_INBOXES_FILE."""
+    settings = _settings(**opts)
+    _logging(settings.log_level)
+    from connectors.email.config import ConfigError
+    from connectors.email.service import serve
+
+    try:
+        asyncio.run(serve(settings))
+    except (ConfigError, OSError, RuntimeError) as exc:
+        _fail(exc)
+
+
+@cli.group(epilog=EPILOG)
+def email() -> None:
+    """Email channel tools."""
+
+
+@email.command("backfill", epilog=EPILOG)
+@click.option("--mailbox", default="INBOX", show_default=True, help="IMAP folder to read")
+@click.option(
+    "--since",
+    required=True,
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    help="first day to fetch (YYYY-MM-DD, the server's INTERNALDATE)",
+)
+@click.option("--inbox", "address", help="inbox address (default: the only one with IMAP)")
+@stack_options
+def email_backfill(mailbox: str, since: Any, address: str | None, **opts: Any) -> None:
+    """Fetch a mailbox's mail since a date into omnihub again, e.g. after an outage of any
+    length. Safe to repeat or interrupt: mail already stored is not stored twice, and a run
+    that was stopped continues where it stopped."""
+    settings = _settings(**opts)
+    _logging(settings.log_level if settings.log_level != "info" else "warning")
+    from connectors.email.config import ConfigError
+    from connectors.email.service import run_backfill
+
+    with click.progressbar(
+        length=0, label=f"backfill {mailbox} since {since.date()}", file=sys.stderr,
+        show_pos=True, show_eta=True,
+    ) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.length = total
+            bar.update(done - bar.pos)
+            if not sys.stderr.isatty():
+                click.echo(f"progress {done}/{total}", err=True)
+
+        try:
+            total = asyncio.run(
+                run_backfill(settings, mailbox, since.date(), address, progress=progress)
+            )
+        except (ConfigError, OSError, HubError) as exc:
+            _fail(exc)
+    click.echo(f"backfill done: {total} messages since {since.date()} in {mailbox}")
 
 
 @cli.command()

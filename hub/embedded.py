@@ -2,7 +2,8 @@
 
 Children, in start order: localbucket (disk-backed S3 holding the broker's data), tansu
 (Kafka-compatible broker, s3 storage → durable), SecantusDB (MongoDB-compatible server), then
-the pipeline worker and the API service (both `omnihub` itself). See INFRA.md for why these.
+the pipeline worker, the API service and the email connector (all `omnihub`
+itself). See INFRA.md for why these.
 """
 
 from __future__ import annotations
@@ -63,8 +64,12 @@ def find_script(name: str, package: str) -> Path:
     )
 
 
+# flags whose setting is not named after the flag
+_FLAG_ENV = {"--smtp-port": "OMNIHUB_EMAIL_SMTP_PORT"}
+
+
 def check_port(host: str, port: int, what: str, flag: str) -> None:
-    env = "OMNIHUB_" + flag.removeprefix("--").replace("-", "_").upper()
+    env = _FLAG_ENV.get(flag) or "OMNIHUB_" + flag.removeprefix("--").replace("-", "_").upper()
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -149,6 +154,7 @@ class EmbeddedStack:
             s.data_dir / "logs", ready_timeout=s.ready_timeout, stop_timeout=s.stop_timeout
         )
         self.sup.on_event = lambda line: self.out(f"omnihub: {line}")
+        self.inbox = s.email_address
 
     def preflight(self) -> dict[str, Path]:
         s = self.settings
@@ -161,7 +167,9 @@ class EmbeddedStack:
         ports = [
             (s.api_port, "API", "--api-port"),
             (s.worker_port, "worker health", "--worker-port"),
+            (s.email_smtp_port, "SMTP (email)", "--smtp-port"),
         ]
+        self.inbox = self._email_inbox()
         if s.embedded_kafka:
             ports += [(s.kafka_port, "Kafka", "--kafka-port"), (s.s3_port, "S3", "--s3-port")]
         if s.embedded_mongo:
@@ -259,17 +267,40 @@ class EmbeddedStack:
                 ready=http_probe(f"http://{s.host}:{s.worker_port}/healthz"),
             ),
         )
-        await self._step(
-            "api",
-            ChildSpec(
-                name="api",
-                argv=[*me, "api"],
-                env=env,
-                stop_group=3,
-                ready=http_probe(f"http://{s.host}:{s.api_port}/healthz"),
+        # the API and the email connector need only Kafka and MongoDB: start them together
+        await asyncio.gather(
+            self._step(
+                "api",
+                ChildSpec(
+                    name="api",
+                    argv=[*me, "api"],
+                    env=env,
+                    stop_group=3,
+                    ready=http_probe(f"http://{s.host}:{s.api_port}/healthz"),
+                ),
+            ),
+            self._step(
+                "email",
+                ChildSpec(
+                    name="email",
+                    argv=[*me, "connector", "email"],
+                    env=env,
+                    stop_group=3,
+                    ready=tcp_probe(s.host, s.email_smtp_port),
+                ),
             ),
         )
         return time.monotonic() - t0
+
+    def _email_inbox(self) -> str:
+        """The inbox shown to the user; a broken email configuration fails here, at once."""
+        from connectors.email.config import ConfigError
+        from connectors.email.service import configured_inboxes
+
+        try:
+            return configured_inboxes(self.settings)[0].address
+        except ConfigError as exc:
+            raise HubError(f"email configuration: {exc}") from None
 
     async def _timed(self, what: str, step: Callable[[], object]) -> None:
         t = time.monotonic()
@@ -306,6 +337,7 @@ class EmbeddedStack:
         self.out(f"  mongo   {s.mongo_url}")
         self.out(f"  worker  http://{s.host}:{s.worker_port}/healthz")
         self.out(f"  api     {s.api_url}   (token in {token_file})")
+        self.out(f"  email   smtp://{s.host}:{s.email_smtp_port}   inbox {self.inbox}")
         self.out(f"  logs    {s.data_dir / 'logs'}/")
         self.out("Try it:")
         self.out(
@@ -315,10 +347,20 @@ class EmbeddedStack:
             '-d \'{"source_id":"hello-1","sender":[{"kind":"phone","value":'
             '"۰۹۱۲ ۳۴۵ ۶۷۸۹"}],"display_name":"Ali","text":"سلام"}\''
         )
+        self.out(
+            f"  swaks --server {s.host}:{s.email_smtp_port} --to {self.inbox} "
+            "--from you@example.com --header 'Subject: hello' --body 'سلام'"
+        )
+        self.out(
+            f"  (or: printf 'Subject: hello\\n\\nسلام\\n' | python3 -c \"import smtplib,sys; "
+            f"smtplib.SMTP('{s.host}', {s.email_smtp_port}).sendmail('you@example.com', "
+            f"['{self.inbox}'], sys.stdin.buffer.read())\")"
+        )
         self.out("Ctrl-C stops everything.")
         self.out(
             f"omnihub ready api={s.api_url} token_file={token_file} kafka={s.bootstrap} "
             f"mongo={s.mongo_url} worker=http://{s.host}:{s.worker_port} "
+            f"smtp={s.host}:{s.email_smtp_port} inbox={self.inbox} "
             f"data_dir={s.data_dir} pid={os.getpid()} elapsed={elapsed:.1f}"
         )
 

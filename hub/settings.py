@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     app_id: str = Field("omnihub-pipeline", description="Faust app id = consumer group")
     batch_size: int = Field(500, ge=1, description="ingest batch: at most this many events")
     batch_within: float = Field(0.05, gt=0, description="ingest batch: at most this long, s")
+    reopen_window: float = Field(
+        7 * 86400.0, ge=0, description="a customer message within this many seconds of "
+        "resolving a conversation reopens it; later ones open a new conversation",
+    )
     store_retry_max: float = Field(10.0, description="longest backoff between store retries, s")
 
     # -- identities --------------------------------------------------------------------------
@@ -72,6 +76,11 @@ class Settings(BaseSettings):
     identity_caps: dict[str, int] = Field(
         default_factory=lambda: {"phone": 5, "email": 10, "telegram": 3, "webchat": 50, "api": 10},
         description="most identifiers of a kind per customer; a merge above it is a suggestion",
+    )
+
+    verification_senders: dict[str, str] = Field(
+        default_factory=lambda: {"email": "support@omnihub.localhost", "sms": "omnihub"},
+        description="channel → inbox/number that sends verification codes (JSON object)",
     )
 
     # -- API ---------------------------------------------------------------------------------

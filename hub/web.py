@@ -12,13 +12,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Literal
 
 import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
+from store import sessions
 from store.mongo import Store
 
 log = logging.getLogger("omnihub.api")
@@ -82,11 +83,23 @@ async def read_json(request: web.Request) -> Any:
 
 
 # ---------------------------------------------------------------------------- auth
+Role = Literal["agent", "supervisor", "admin"]
+_RANK: dict[str, int] = {"agent": 0, "supervisor": 1, "admin": 2}
+
+
 @dataclass(frozen=True)
 class Principal:
+    """Who is calling: a system (the API token; acts as admin) or a logged-in agent."""
+
     kind: Literal["system", "agent"]
     agent_id: str | None = None
     name: str | None = None
+    role: Role = "agent"  # the least; authenticate() gives the API token "admin"
+    teams: tuple[str, ...] = ()
+    session: str | None = None  # hash of the session token (for logout)
+
+    def at_least(self, role: Role) -> bool:
+        return _RANK[self.role] >= _RANK[role]
 
 
 def hash_token(token: str) -> str:
@@ -108,13 +121,21 @@ async def authenticate(request: web.Request) -> Principal:
     if token is None:
         raise ApiError(401, "unauthorized", "missing bearer token (Authorization: Bearer …)")
     if hmac.compare_digest(token.encode(), request.app[API_TOKEN].encode()):
-        return Principal("system")
-    doc = await request.app[STORE].agents.find_one(
-        {"token_hash": hash_token(token)}, {"name": 1, "active": 1}
+        return Principal("system", role="admin")
+    store = request.app[STORE]
+    digest = hash_token(token)
+    session = await sessions.valid(store, digest, datetime.now(UTC))
+    if session is None:
+        raise ApiError(401, "unauthorized", "invalid or expired token; log in again")
+    doc = await store.agents.find_one(
+        {"_id": session["agent_id"]}, {"name": 1, "active": 1, "role": 1, "teams": 1}
     )
     if doc is None or not doc.get("active", True):
-        raise ApiError(401, "unauthorized", "invalid or revoked token")
-    return Principal("agent", str(doc["_id"]), doc.get("name"))
+        raise ApiError(401, "unauthorized", "this agent is deactivated")
+    role: Role = doc["role"] if doc.get("role") in _RANK else "agent"
+    return Principal(
+        "agent", str(doc["_id"]), doc.get("name"), role, tuple(doc.get("teams") or ()), digest
+    )
 
 
 def require_system(p: Principal) -> None:
@@ -128,7 +149,15 @@ def require_agent(p: Principal) -> str:
     return p.agent_id
 
 
-PUBLIC = {"/healthz", "/metrics"}
+def require_role(p: Principal, role: Role) -> Principal:
+    """At least ``role`` (agent < supervisor < admin); the API token counts as admin."""
+    if not p.at_least(role):
+        raise ApiError(403, "forbidden", f"this needs the {role} role")
+    return p
+
+
+# login is how an agent gets a token, so it cannot need one
+PUBLIC = {"/healthz", "/metrics", "/api/v1/agents/login"}
 
 
 @web.middleware

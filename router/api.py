@@ -1,78 +1,200 @@
-"""Agent REST + WebSocket and the conversation read API.
+"""Agent REST + WebSocket: login, agents and teams (admins), presence, offers, conversation
+actions. Conversation reads and the full context live in router/context.py.
 
-Agents authenticate with their own token (issued once at creation); systems and admins with
-the API token. An agent sees only conversations offered or assigned to them.
+Auth: the API token (systems; acts as admin) or an agent's session token from
+``POST /api/v1/agents/login``. Roles: agent < supervisor < admin.
 """
 
 from __future__ import annotations
 
 import asyncio
-import secrets
+import re
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 from aiohttp import WSMsgType, web
+from aiokafka.errors import KafkaError
+from pymongo.errors import DuplicateKeyError
 
 from hub.web import (
     STORE,
     ApiError,
     Principal,
-    hash_token,
     json_response,
-    not_found,
     principal,
     read_json,
     require_agent,
-    require_system,
+    require_role,
 )
-from pipeline.contract import utcnow
-from router.service import Router, RoutingError, send_json
-from store import agents, conversations, customers, identities, interactions, offers
+from pipeline.contract import Channel, utcnow
+from router import actions, auth
+from router import context as conv_api
+from router.context import ROUTER
+from router.service import Router
+from router.sockets import send_json
+from router.views import public
+from store import agents, offers, sessions, teams
+from store.agents import ROLES
 from store.mongo import Doc
 
-ROUTER: web.AppKey[Router] = web.AppKey("router", Router)
+__all__ = ["ROUTER", "public", "routes"]
+
+CHANNELS: tuple[str, ...] = Channel.__args__  # type: ignore[attr-defined]
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+MAX_CAPACITY = 100
+MAX_TEXT = 100_000
 
 
-def public(doc: Doc | None) -> Doc | None:
-    """A stored document as the API shows it: ``_id`` becomes ``id``."""
-    if doc is None:
+# ---------------------------------------------------------------------------- body checks
+def _object(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_field", "body must be a JSON object")
+    return body
+
+
+def _text(body: dict[str, Any], key: str, *, required: bool = False, max_len: int = 200) -> Any:
+    value = body.get(key)
+    if value is None and not required:
         return None
-    out = {"id": doc["_id"], **{k: v for k, v in doc.items() if k != "_id"}}
-    out.pop("token_hash", None)
-    return out
+    if not isinstance(value, str) or not value.strip() or len(value) > max_len:
+        raise ApiError(400, "invalid_field", f"{key}: a non-empty string of ≤ {max_len} chars", key)
+    return value
+
+
+def _strings(body: dict[str, Any], key: str, max_items: int = 50) -> list[str] | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if (
+        not isinstance(value, list)
+        or len(value) > max_items
+        or not all(isinstance(v, str) and 0 < len(v) <= 64 for v in value)
+    ):
+        raise ApiError(
+            400, "invalid_field", f"{key}: a list of ≤ {max_items} strings of ≤ 64 chars", key
+        )
+    return sorted(set(value))
+
+
+def _capacity(body: dict[str, Any]) -> dict[str, int] | None:
+    value = body.get("capacity")
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ApiError(400, "invalid_field", "capacity: an object {channel: count}", "capacity")
+    for ch, n in value.items():
+        if ch not in CHANNELS:
+            raise ApiError(
+                400, "invalid_field", f"capacity: unknown channel {ch!r}", f"capacity.{ch}"
+            )
+        if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= MAX_CAPACITY:
+            raise ApiError(
+                400, "invalid_field", f"capacity.{ch}: 0 to {MAX_CAPACITY}", f"capacity.{ch}"
+            )
+    return dict(value)
+
+
+def _role(body: dict[str, Any], p: Principal) -> str | None:
+    role = body.get("role")
+    if role is None:
+        return None
+    if role not in ROLES:
+        raise ApiError(400, "invalid_field", f"role: one of {', '.join(ROLES)}", "role")
+    if role != "agent" and not p.at_least("admin"):
+        raise ApiError(403, "forbidden", "only an admin can grant the supervisor or admin role")
+    return str(role)
+
+
+async def _teams_exist(request: web.Request, ids: list[str] | None) -> None:
+    if ids and (missing := await teams.missing(request.app[STORE], ids)):
+        raise ApiError(400, "invalid_field", f"teams: unknown team {missing[0]!r}", "teams")
+
+
+def _routing(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """An unreachable broker is a 503 (the router's own errors are API errors already)."""
+
+    async def wrapped(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await fn(*args, **kwargs)
+        except KafkaError as exc:
+            raise ApiError(503, "unavailable", f"the event log did not accept it ({exc}); "
+                           "retry later") from None
+
+    return wrapped
+
+
+# ---------------------------------------------------------------------------- login
+async def login(request: web.Request) -> web.Response:
+    body = _object(await read_json(request))
+    email = _text(body, "email", required=True, max_len=320)
+    password = body.get("password")
+    if not isinstance(password, str) or not password or len(password) > auth.MAX_PASSWORD:
+        raise ApiError(400, "invalid_field", "password: required", "password")
+    router = request.app[ROUTER]
+    try:
+        token, agent, expires = await auth.login(
+            request.app[STORE], email, password, utcnow(), router.config.session_ttl
+        )
+    except auth.LoginFailed:
+        raise ApiError(401, "invalid_credentials", "wrong email or password") from None
+    return json_response({"token": token, "expires_at": expires, "agent": public(agent)})
+
+
+async def logout(request: web.Request) -> web.Response:
+    p = principal(request)
+    require_agent(p)
+    if p.session:
+        await sessions.delete(request.app[STORE], p.session)
+    return json_response({"status": "logged_out"})
 
 
 # ---------------------------------------------------------------------------- agents
 async def create_agent(request: web.Request) -> web.Response:
-    require_system(principal(request))
-    body = await read_json(request)
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid_field", "body must be a JSON object")
-    name = body.get("name")
-    if not isinstance(name, str) or not name.strip() or len(name) > 200:
-        raise ApiError(400, "invalid_field", "name: a non-empty string of ≤ 200 chars", "name")
-    email = body.get("email")
-    if email is not None and (not isinstance(email, str) or "@" not in email):
+    p = require_role(principal(request), "supervisor")
+    body = _object(await read_json(request))
+    name = _text(body, "name", required=True).strip()
+    email = _text(body, "email", required=True, max_len=320).strip().casefold()
+    if not EMAIL.match(email):
         raise ApiError(400, "invalid_field", "email: not an email address", "email")
-    token = secrets.token_urlsafe(32)
+    try:
+        password = auth.check_password_rules(body.get("password"))
+    except ValueError as exc:
+        raise ApiError(400, "invalid_field", f"password: {exc}", "password") from None
+    role = _role(body, p) or "agent"
+    team_ids = _strings(body, "teams") or []
+    await _teams_exist(request, team_ids)
+    config = request.app[ROUTER].config
+    skills = _strings(body, "skills")
     now = utcnow()
     doc = {
         "_id": str(uuid.uuid4()),
-        "name": name.strip(),
+        "name": name,
         "email": email,
-        "token_hash": hash_token(token),
+        "password_hash": auth.hash_password(password),
+        "role": role,
         "active": True,
-        "online": False,
+        "status": "offline",
+        "seen_at": None,
+        "skills": sorted(config.default_agent_skills) if skills is None else skills,
+        "teams": team_ids,
+        "capacity": {ch: 0 for ch in CHANNELS} | config.default_capacity | (_capacity(body) or {}),
+        "holds": {ch: [] for ch in CHANNELS},
         "last_offered_at": None,
         "created_at": now,
+        "updated_at": now,
     }
-    await agents.create(request.app[STORE], doc)
-    # the token is shown once; only its hash is stored
-    return json_response({**(public(doc) or {}), "token": token}, 201)
+    try:
+        await agents.create(request.app[STORE], doc)
+    except DuplicateKeyError:
+        raise ApiError(409, "conflict", "an agent with this email exists", "email") from None
+    return json_response(public(doc), 201)
 
 
 async def list_agents(request: web.Request) -> web.Response:
-    require_system(principal(request))
+    require_role(principal(request), "supervisor")
     docs = await agents.list_all(request.app[STORE])
     return json_response({"agents": [public(d) for d in docs]})
 
@@ -82,6 +204,94 @@ async def me(request: web.Request) -> web.Response:
     return json_response(public(await agents.get(request.app[STORE], agent_id)))
 
 
+async def update_agent(request: web.Request) -> web.Response:
+    p = require_role(principal(request), "supervisor")
+    store = request.app[STORE]
+    agent_id = request.match_info["agent_id"]
+    current = await agents.get(store, agent_id)
+    if current is None:
+        raise ApiError(404, "not_found", "agent not found")
+    if current.get("role", "agent") != "agent" and not p.at_least("admin"):
+        raise ApiError(403, "forbidden", "only an admin can change a supervisor or admin")
+    body = _object(await read_json(request))
+    fields: Doc = {}
+    if "name" in body:
+        fields["name"] = _text(body, "name", required=True).strip()
+    if (role := _role(body, p)) is not None:
+        fields["role"] = role
+    if (skills := _strings(body, "skills")) is not None:
+        fields["skills"] = skills
+    if (team_ids := _strings(body, "teams")) is not None:
+        await _teams_exist(request, team_ids)
+        fields["teams"] = team_ids
+    if (capacity := _capacity(body)) is not None:
+        fields["capacity"] = (current.get("capacity") or {}) | capacity
+        for ch in capacity:  # a channel added later needs its (empty) holds list
+            if ch not in (current.get("holds") or {}):
+                fields[f"holds.{ch}"] = []
+    if "password" in body:
+        try:
+            fields["password_hash"] = auth.hash_password(
+                auth.check_password_rules(body["password"])
+            )
+        except ValueError as exc:
+            raise ApiError(400, "invalid_field", f"password: {exc}", "password") from None
+    if "active" in body:
+        if not isinstance(body["active"], bool):
+            raise ApiError(400, "invalid_field", "active: true or false", "active")
+        fields["active"] = body["active"]
+    if not fields:
+        raise ApiError(400, "invalid_field", "nothing to change")
+    fields["updated_at"] = utcnow()
+    doc = await agents.update(store, agent_id, fields)
+    router = request.app[ROUTER]
+    if fields.get("active") is False or "password_hash" in fields:
+        await sessions.delete_for_agent(store, agent_id)  # old logins end
+    if fields.get("active") is False:
+        await router.set_presence(agent_id, "offline")
+    elif {"skills", "teams", "capacity"} & set(fields):
+        router.spawn(router.drain())
+    return json_response(public(doc))
+
+
+async def presence(request: web.Request) -> web.Response:
+    """Set online/away/offline; also the heartbeat of an agent without a WebSocket."""
+    agent_id = require_agent(principal(request))
+    body = _object(await read_json(request))
+    status = body.get("status")
+    if status not in agents.STATUSES:
+        raise ApiError(
+            400, "invalid_field", f"status: one of {', '.join(agents.STATUSES)}", "status"
+        )
+    await _routing(request.app[ROUTER].set_presence)(agent_id, status)
+    return json_response(public(await agents.get(request.app[STORE], agent_id)))
+
+
+# ---------------------------------------------------------------------------- teams
+async def create_team(request: web.Request) -> web.Response:
+    require_role(principal(request), "admin")
+    body = _object(await read_json(request))
+    team_id = _text(body, "id", required=True, max_len=64)
+    if not SLUG.match(team_id):
+        raise ApiError(400, "invalid_field", "id: lower-case letters, digits, - and _", "id")
+    doc = {
+        "_id": team_id,
+        "name": _text(body, "name") or team_id,
+        "description": _text(body, "description", max_len=2000),
+        "created_at": utcnow(),
+    }
+    try:
+        await teams.create(request.app[STORE], doc)
+    except DuplicateKeyError:
+        raise ApiError(409, "conflict", "a team with this id exists", "id") from None
+    return json_response(public(doc), 201)
+
+
+async def list_teams(request: web.Request) -> web.Response:
+    return json_response({"teams": [public(t) for t in await teams.list_all(request.app[STORE])]})
+
+
+# ---------------------------------------------------------------------------- offers
 async def list_offers(request: web.Request) -> web.Response:
     agent_id = require_agent(principal(request))
     router = request.app[ROUTER]
@@ -91,34 +301,30 @@ async def list_offers(request: web.Request) -> web.Response:
 
 async def accept_offer(request: web.Request) -> web.Response:
     agent_id = require_agent(principal(request))
-    try:
-        conv = await request.app[ROUTER].accept(agent_id, request.match_info["offer_id"])
-    except RoutingError as exc:
-        raise ApiError(exc.status, exc.code, str(exc)) from None
+    conv = await _routing(request.app[ROUTER].accept)(agent_id, request.match_info["offer_id"])
     return json_response({"conversation": public(conv)})
 
 
 async def decline_offer(request: web.Request) -> web.Response:
     agent_id = require_agent(principal(request))
-    try:
-        await request.app[ROUTER].decline(agent_id, request.match_info["offer_id"])
-    except RoutingError as exc:
-        raise ApiError(exc.status, exc.code, str(exc)) from None
+    await _routing(request.app[ROUTER].decline)(agent_id, request.match_info["offer_id"])
     return json_response({"status": "declined"})
 
 
 async def stream(request: web.Request) -> web.WebSocketResponse:
-    """Pushes offers to the agent; the agent is online while one socket is open."""
-    agent_id = require_agent(principal(request))
+    """Pushes offers, new messages on the agent's conversations and SLA alerts. The agent is
+    online while a socket is open; send ``{"type":"presence","status":"away"}`` to pause."""
+    p = principal(request)
+    agent_id = require_agent(p)
     ws = web.WebSocketResponse(heartbeat=20.0)
     await ws.prepare(request)
-    router = request.app[ROUTER]
+    router: Router = request.app[ROUTER]
     await send_json(ws, {"type": "hello", "agent_id": agent_id})
-    await router.connected(agent_id, ws)
+    await router.connected(agent_id, ws, p.role)
     try:
         async for msg in ws:
-            if msg.type == WSMsgType.TEXT and msg.data == "ping":
-                await ws.send_str('{"type":"pong"}')
+            if msg.type == WSMsgType.TEXT:
+                await _on_socket_message(router, agent_id, ws, msg.data)
             elif msg.type == WSMsgType.ERROR:
                 break
     finally:
@@ -126,60 +332,105 @@ async def stream(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-# ---------------------------------------------------------------------------- conversations
-async def _visible_conversation(request: web.Request) -> Doc:
-    p: Principal = principal(request)
-    store = request.app[STORE]
-    conv = await conversations.get(store, request.match_info["conversation_id"])
-    if conv is None:
-        raise not_found("conversation")
-    if p.kind == "agent" and conv.get("assignee") != p.agent_id:
-        offer = await store.offers.find_one(
-            {"conversation_id": conv["_id"], "agent_id": p.agent_id, "state": "pending"}
-        )
-        if offer is None:
-            raise ApiError(403, "forbidden", "this conversation is not offered or assigned to you")
-    return conv
+async def _on_socket_message(
+    router: Router, agent_id: str, ws: web.WebSocketResponse, data: str
+) -> None:
+    if data == "ping":
+        await ws.send_str('{"type":"pong"}')
+        return
+    try:
+        msg = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        await send_json(ws, {"type": "error", "message": "send JSON or ping"})
+        return
+    kind = msg.get("type") if isinstance(msg, dict) else None
+    if kind == "ping":
+        await send_json(ws, {"type": "pong"})
+    elif kind == "presence" and msg.get("status") in ("online", "away"):
+        await router.set_presence(agent_id, msg["status"])
+        await send_json(ws, {"type": "presence", "status": msg["status"]})
+    else:
+        await send_json(ws, {"type": "error", "message": "unknown message type"})
 
 
-async def get_conversation(request: web.Request) -> web.Response:
-    conv = await _visible_conversation(request)
+# ---------------------------------------------------------------------------- actions
+async def reply(request: web.Request) -> web.Response:
+    body = _object(await read_json(request))
+    text = _text(body, "text", required=True, max_len=MAX_TEXT)
+    out = await _routing(actions.reply)(
+        request.app[ROUTER],
+        principal(request),
+        request.match_info["conversation_id"],
+        text,
+        subject=_text(body, "subject", max_len=2048),
+        html=_text(body, "html", max_len=MAX_TEXT * 5),
+        client_id=_text(body, "client_id", max_len=200),
+    )
+    return json_response(out, 202)
+
+
+async def resolve(request: web.Request) -> web.Response:
+    conv = await _routing(actions.resolve)(
+        request.app[ROUTER], principal(request), request.match_info["conversation_id"]
+    )
     return json_response(public(conv))
 
 
-async def conversation_context(request: web.Request) -> web.Response:
-    """Everything an agent needs in one call: customer, identifiers, timeline, history."""
-    conv = await _visible_conversation(request)
-    store = request.app[STORE]
-    cust = await customers.get(store, conv["customer_id"])
-    cid = cust["_id"] if cust else conv["customer_id"]
-    idents, timeline, earlier = await asyncio.gather(
-        identities.of_customer(store, cid),
-        interactions.timeline(store, [cid], limit=50),
-        conversations.of_customer(store, [cid], limit=20),
+async def reopen(request: web.Request) -> web.Response:
+    conv = await _routing(actions.reopen)(
+        request.app[ROUTER], principal(request), request.match_info["conversation_id"]
     )
-    customer: dict[str, Any] | None = public(cust)
-    if customer is not None:
-        customer["identifiers"] = idents
-    return json_response(
-        {
-            "conversation": public(conv),
-            "customer": customer,
-            "timeline": [public(i) for i in timeline],
-            "earlier_conversations": [public(e) for e in earlier if e["_id"] != conv["_id"]],
-        }
+    return json_response(public(conv))
+
+
+async def transfer(request: web.Request) -> web.Response:
+    body = _object(await read_json(request))
+    agent_id = _text(body, "agent_id", max_len=64)
+    team_id = _text(body, "team_id", max_len=64)
+    if (agent_id is None) == (team_id is None):
+        raise ApiError(400, "invalid_field", "give exactly one of agent_id and team_id", "agent_id")
+    conv = await _routing(actions.transfer)(
+        request.app[ROUTER],
+        principal(request),
+        request.match_info["conversation_id"],
+        agent_id=agent_id,
+        team_id=team_id,
+        note=_text(body, "note", max_len=MAX_TEXT),
     )
+    return json_response(public(conv))
+
+
+async def add_note(request: web.Request) -> web.Response:
+    body = _object(await read_json(request))
+    note = await _routing(actions.add_note)(
+        request.app[ROUTER],
+        principal(request),
+        request.match_info["conversation_id"],
+        _text(body, "text", required=True, max_len=MAX_TEXT),
+    )
+    return json_response(public(note), 201)
 
 
 def routes() -> list[web.RouteDef]:
+    conv = "/api/v1/conversations/{conversation_id}"
     return [
+        web.post("/api/v1/agents/login", login),
+        web.post("/api/v1/agents/logout", logout),
         web.post("/api/v1/agents", create_agent),
         web.get("/api/v1/agents", list_agents),
         web.get("/api/v1/agents/me", me),
+        web.post("/api/v1/agents/me/presence", presence),
         web.get("/api/v1/agents/stream", stream),
         web.get("/api/v1/agents/offers", list_offers),
         web.post("/api/v1/agents/offers/{offer_id}/accept", accept_offer),
         web.post("/api/v1/agents/offers/{offer_id}/decline", decline_offer),
-        web.get("/api/v1/conversations/{conversation_id}", get_conversation),
-        web.get("/api/v1/conversations/{conversation_id}/context", conversation_context),
+        web.patch("/api/v1/agents/{agent_id}", update_agent),
+        web.post("/api/v1/teams", create_team),
+        web.get("/api/v1/teams", list_teams),
+        *conv_api.routes(),
+        web.post(f"{conv}/reply", reply),
+        web.post(f"{conv}/resolve", resolve),
+        web.post(f"{conv}/reopen", reopen),
+        web.post(f"{conv}/transfer", transfer),
+        web.post(f"{conv}/notes", add_note),
     ]

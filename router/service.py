@@ -1,8 +1,18 @@
 """The router service: conversation events → offers to agents → accept/decline/expire.
 
 Every step is a guarded update in MongoDB, so a restart, a replayed event or a second router
-never assigns a conversation twice. A periodic sweep re-routes what events missed: offers
-that expired, conversations still waiting when an agent comes online.
+never assigns a conversation twice nor exceeds an agent's capacity:
+
+1. reserve: the agent's ``holds.<channel>`` gets the conversation only while shorter than the
+   capacity (store/agents.py);
+2. the offer is written (pending, with an expiry);
+3. claim: the conversation takes the offer only while unassigned and unoffered.
+
+A failed claim cancels the offer and gives the unit back. A crash between steps leaves an offer
+that expires or a hold that the leak sweep returns. Every trigger (a conversation opened, an
+agent coming online, capacity freed by resolve/transfer/decline/expiry) drains the waiting
+queue in policy order, so the oldest highest-priority conversation an agent can take is pulled
+at once; a periodic sweep covers whatever an event missed.
 """
 
 from __future__ import annotations
@@ -11,46 +21,107 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections import defaultdict
+from collections.abc import Coroutine, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
-from aiohttp import web
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 from pymongo.errors import PyMongoError
 
-from hub.web import dumps
 from pipeline import contract as c
 from pipeline import topics
 from pipeline.publish import Publisher, Record
-from router.policy import AgentView, rank
+from router import policy, sla
+from router.errors import RoutingError
+from router.sockets import Socket, Sockets, send_json
 from store import agents, conversations, customers, offers
 from store.mongo import Doc, Store
 
 log = logging.getLogger("omnihub.router")
 
 OFFERS = Counter("omnihub_router_offers_total", "offers by outcome", ["outcome"])
+DECISION = Histogram(
+    "omnihub_router_drain_seconds",
+    "time to drain the waiting queue once",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
 ROUTED_TYPES = {c.CONVERSATION_OPENED, c.CONVERSATION_REOPENED}
 SOURCE = "/omnihub/router"
-RESERVE_ROUNDS = 20
+RESERVE_ROUNDS = 4
+MAX_CANDIDATES = 8
+DRAIN_PAGE = 200
+PARALLEL = 16
+DRAIN_PASSES = 3  # passes one drain() call makes for triggers that arrive while it runs
+QUEUE_TTL = 2.0  # seconds a copy of the waiting queue is used before it is read again
+SEEN_MAX = 10_000
+SLA_EVERY = 5  # sweeps between SLA checks (a minute-scale clock needs no 1 s check)
+LEAK_GRACE = 10.0  # seconds past an offer's life before a hold with no owner is returned
+UNRECORDED_GRACE = timedelta(seconds=10)  # a conversation with no message yet waits this long
+
+__all__ = ["Router", "RouterConfig", "RoutingError", "send_json"]
 
 
-async def send_json(ws: web.WebSocketResponse, payload: dict[str, Any]) -> None:
-    """Push to one socket; a socket closing meanwhile is not an error."""
-    if ws.closed:
-        return
-    with contextlib.suppress(ConnectionError, RuntimeError):
-        await ws.send_str(dumps(payload).decode())
+@dataclass(frozen=True)
+class RouterConfig:
+    offer_timeout: float = 30.0
+    sweep_interval: float = 1.0
+    sticky_window: float = 86400.0
+    presence_timeout: float = 20.0
+    default_capacity: dict[str, int] = field(
+        default_factory=lambda: {
+            "webchat": 3, "telegram": 3, "sms": 5, "api": 5, "email": 10, "call": 1,
+        }
+    )
+    default_agent_skills: tuple[str, ...] = ("lang:fa", "lang:en")
+    urgency_keywords: tuple[str, ...] = ("فوری", "شکایت", "urgent", "refund")
+    vip_segments: tuple[str, ...] = ("vip",)
+    skilled_segments: tuple[str, ...] = ("vip",)
+    account_skills: dict[str, list[str]] = field(default_factory=dict)
+    sla_first_response: tuple[float, ...] = (3600.0, 900.0, 300.0)
+    sla_resolution: tuple[float, ...] = (86400.0, 14400.0, 3600.0)
+    sla_warn_fraction: float = 0.2
+    session_ttl: float = 43200.0
+
+    @classmethod
+    def from_settings(cls, s: Any) -> RouterConfig:
+        return cls(
+            offer_timeout=s.offer_timeout,
+            sticky_window=s.sticky_window,
+            presence_timeout=s.presence_timeout,
+            default_capacity=dict(s.default_capacity),
+            default_agent_skills=tuple(s.default_agent_skills),
+            urgency_keywords=tuple(s.urgency_keywords),
+            vip_segments=tuple(s.vip_segments),
+            skilled_segments=tuple(s.skilled_segments),
+            account_skills={k: list(v) for k, v in s.account_skills.items()},
+            sla_first_response=tuple(s.sla_first_response),
+            sla_resolution=tuple(s.sla_resolution),
+            sla_warn_fraction=s.sla_warn_fraction,
+            session_ttl=s.session_ttl,
+        )
 
 
-class RoutingError(Exception):
-    """An agent action that cannot be done (offer gone, not theirs…); ``status`` for HTTP."""
+def agent_view(doc: Doc) -> policy.AgentView:
+    return policy.AgentView(
+        agent_id=doc["_id"],
+        status=doc.get("status", "offline"),
+        skills=frozenset(doc.get("skills") or ()),
+        teams=frozenset(doc.get("teams") or ()),
+        capacity=dict(doc.get("capacity") or {}),
+        load=agents.load_of(doc),
+        last_offered_at=doc.get("last_offered_at"),
+    )
 
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code = status, code
+
+def _has_room(pool: Iterable[Doc]) -> bool:
+    return any(agent_view(a).free(ch) > 0 for a in pool for ch in (a.get("capacity") or {}))
+
+
+def _is_waiting(doc: Doc) -> bool:
+    return bool(doc.get("active")) and doc.get("assignee") is None and doc.get("offer_id") is None
 
 
 class Router:
@@ -58,18 +129,28 @@ class Router:
         self,
         store: Store,
         publisher: Publisher,
-        *,
-        offer_timeout: float = 30.0,
-        sweep_interval: float = 1.0,
+        config: RouterConfig | None = None,
+        **overrides: Any,
     ) -> None:
         self.store = store
         self.publisher = publisher
-        self.offer_timeout = offer_timeout
-        self.sweep_interval = sweep_interval
-        self.sockets: dict[str, set[web.WebSocketResponse]] = defaultdict(set)
+        base = config or RouterConfig()
+        self.config = RouterConfig(**{**base.__dict__, **overrides}) if overrides else base
+        self.sockets = Sockets()
         self._tasks: list[asyncio.Task[None]] = []
-        self._background: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[Any]] = set()
         self._consumer: AIOKafkaConsumer | None = None
+        self._draining = False
+        self._drain_again = False
+        self._gate = asyncio.Semaphore(PARALLEL)
+        self._queue: list[Doc] | None = None
+        # customer and first words read while classifying, for the offer that follows
+        self._seen: dict[str, tuple[Doc | None, str | None]] = {}
+        self._queue_at = 0.0
+
+    @property
+    def offer_timeout(self) -> float:
+        return self.config.offer_timeout
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, bootstrap: str, group: str, session_timeout: float) -> None:
@@ -81,135 +162,502 @@ class Router:
             auto_offset_reset="latest",
             session_timeout_ms=int(session_timeout * 1000),
             heartbeat_interval_ms=1000,
+            fetch_max_wait_ms=100,
             client_id="omnihub-router",
         )
         await self._consumer.start()
-        self._tasks = [
-            asyncio.create_task(self._consume(), name="router-consume"),
-            asyncio.create_task(self._sweep_loop(), name="router-sweep"),
-        ]
+        self.start_loops(consume=True)
+
+    def start_loops(self, *, consume: bool = False) -> None:
+        """Start the background loops (the consumer only if started)."""
+        loops = [self._sweep_loop(), self._heartbeat_loop()]
+        if consume:
+            loops.append(self._consume())
+        self._tasks = [asyncio.create_task(loop) for loop in loops]
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        for task in [*self._tasks, *self._background]:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+        for task in [*self._tasks, *self._background]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         if self._consumer is not None:
             await self._consumer.stop()
 
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run a follow-up (drain, re-route) without making the caller wait for it."""
+        task = asyncio.create_task(self._logged(coro))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _logged(self, coro: Coroutine[Any, Any, Any]) -> None:
+        try:
+            await coro
+        except (PyMongoError, KafkaError) as exc:
+            log.warning("router.background_error error=%s", exc)
+
+    async def idle(self) -> None:
+        """Wait until no follow-up is running (tests and benchmarks)."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    # ------------------------------------------------------------------ events
     async def _consume(self) -> None:
         assert self._consumer is not None
         while True:
             try:
-                batches = await self._consumer.getmany(timeout_ms=500, max_records=200)
-                for records in batches.values():
-                    for rec in records:
-                        await self._on_event(rec.value)
-                if batches:
+                batches = await self._consumer.getmany(timeout_ms=500, max_records=500)
+                events = [rec.value for records in batches.values() for rec in records]
+                if events:
+                    await self.on_events(events)
                     await self._consumer.commit()
             except (KafkaError, PyMongoError) as exc:
                 # nothing committed: the events come again; the sweep covers the gap meanwhile
                 log.warning("router.consume_error error=%s", exc)
                 await asyncio.sleep(1.0)
 
-    async def _on_event(self, raw: bytes | None) -> None:
-        if raw is None:
-            return
-        try:
-            event = c.parse_event(raw)
-        except c.ContractError as exc:
-            log.warning("router.bad_event error=%s", exc)  # the pipeline's output: not ours
-            return
-        if event.type in ROUTED_TYPES:
-            await self.route(event.data.conversation_id)
+    async def on_events(self, raws: Iterable[bytes | None]) -> None:
+        """Route the conversations opened or reopened, push new messages to their agents."""
+        to_route: list[str] = []
+        recorded: list[Any] = []
+        for raw in raws:
+            if raw is None:
+                continue
+            try:
+                event = c.parse_event(raw)
+            except c.ContractError as exc:
+                log.warning("router.bad_event error=%s", exc)  # the pipeline's output: not ours
+                continue
+            if event.type in ROUTED_TYPES:
+                if event.type == c.CONVERSATION_REOPENED:
+                    await conversations.unclassify(
+                        self.store, event.data.conversation_id, event.data.reopened_at
+                    )
+                to_route.append(event.data.conversation_id)
+            elif event.type == c.INTERACTION_RECORDED and event.data.conversation_id:
+                recorded.append(event.data)
+        if to_route:
+            # the new ones first: older waiting ones exist only while nobody with room can
+            # take them, and the drain after covers those
+            await self.route_many(to_route)
+            self.spawn(self.drain())
+        if recorded and self.sockets.connected():
+            await self._push_messages(recorded)
 
+    async def _push_messages(self, recorded: list[Any]) -> None:
+        convs = await conversations.get_many(
+            self.store, list({r.conversation_id for r in recorded})
+        )
+        for r in recorded:
+            conv = convs.get(r.conversation_id) or {}
+            agent = conv.get("assignee") or conv.get("offer_agent")
+            if not self.sockets.has(agent):
+                continue
+            m = r.message
+            await self.sockets.notify(
+                agent,
+                {
+                    "type": "message",
+                    "conversation_id": r.conversation_id,
+                    "interaction_id": r.interaction_id,
+                    "customer_id": r.customer_id,
+                    "channel": m.channel,
+                    "direction": m.direction,
+                    "occurred_at": m.occurred_at,
+                    "subject": m.subject,
+                    "text": m.text,
+                },
+            )
+
+    # ------------------------------------------------------------------ sweeps
     async def _sweep_loop(self) -> None:
+        ticks = 0
         while True:
-            await asyncio.sleep(self.sweep_interval)
+            await asyncio.sleep(self.config.sweep_interval)
+            ticks += 1
             try:
                 await self.sweep()
-            except PyMongoError as exc:
+                if ticks % SLA_EVERY == 0:
+                    await sla.sweep(self)
+                if ticks % max(1, int(self.config.offer_timeout / self.config.sweep_interval)) == 0:
+                    await self.return_leaked_holds()
+            except (PyMongoError, KafkaError) as exc:
                 log.warning("router.sweep_error error=%s", exc)
 
+    async def _heartbeat_loop(self) -> None:
+        """Sockets open here are signs of life: keep their agents' ``seen_at`` fresh."""
+        while True:
+            await asyncio.sleep(self.config.presence_timeout / 3)
+            with contextlib.suppress(PyMongoError):
+                await agents.heartbeat(self.store, self.sockets.connected(), c.utcnow())
+
     async def sweep(self) -> None:
-        """Expire overdue offers and route conversations still waiting for an agent."""
+        """Expire overdue offers, take silent agents offline, route what is still waiting."""
         now = c.utcnow()
         for offer in await offers.expired(self.store, now):
-            if await offers.transition(self.store, offer["_id"], "expired", now):
-                OFFERS.labels("expired").inc()
-                await conversations.release_offer(
-                    self.store, offer["conversation_id"], offer["_id"]
-                )
-                await self._notify(
-                    offer["agent_id"], {"type": "offer.expired", "offer_id": offer["_id"]}
-                )
-                await self.route(offer["conversation_id"], exclude=(offer["agent_id"],))
-        if await agents.online(self.store):
-            for conv in await conversations.waiting(self.store, limit=50):
-                await self.route(conv["_id"])
+            await self._close_offer(offer, "expired")
+        cutoff = now - timedelta(seconds=self.config.presence_timeout)
+        for gone in await agents.stale(self.store, cutoff):
+            if await agents.mark_gone(self.store, gone["_id"], gone["seen_at"]):
+                log.info("router.agent_gone agent=%s", gone["_id"])
+                await self.withdraw_offers(gone["_id"])
+        await self.drain()
+
+    async def return_leaked_holds(self) -> int:
+        """Give back capacity held for conversations the agent no longer has (a crash between
+        reserving and offering). Only holds older than an offer's whole life are considered."""
+        before = c.utcnow() - timedelta(seconds=self.config.offer_timeout + LEAK_GRACE)
+        suspects: list[tuple[str, str, str]] = []
+        for doc in await agents.with_holds(self.store):
+            for channel, held in (doc.get("holds") or {}).items():
+                suspects += [(doc["_id"], channel, h["id"]) for h in held if h["at"] < before]
+        if not suspects:
+            return 0
+        real = await conversations.held_by(self.store, [(a, k) for a, _, k in suspects])
+        returned = 0
+        for agent_id, channel, conv_id in suspects:
+            if (agent_id, conv_id) not in real:
+                if await agents.release(self.store, agent_id, channel, conv_id, before=before):
+                    returned += 1
+                    log.warning("router.hold_returned agent=%s conversation=%s", agent_id, conv_id)
+        if returned:
+            self.spawn(self.drain())
+        return returned
 
     # ------------------------------------------------------------------ routing
-    async def route(self, conversation_id: str, exclude: tuple[str, ...] = ()) -> Doc | None:
-        """Offer the conversation to the best agent; None if nobody can take it now."""
-        for _ in range(RESERVE_ROUNDS):
-            now = c.utcnow()
-            candidates = await agents.online(self.store)
-            if not candidates:
-                return None
-            views = [AgentView(a["_id"], True, a.get("last_offered_at")) for a in candidates]
-            by_id = {a["_id"]: a for a in candidates}
-            ranked = rank(views, exclude) or rank(views)  # all excluded: try them again
-            for view in ranked:
-                agent = await agents.reserve_turn(self.store, by_id[view.agent_id], now)
-                if agent is not None:
-                    return await self._offer(conversation_id, agent)
-            # every turn was taken by a concurrent router: look again with fresh turns
-        log.info("router.contended conversation=%s", conversation_id)
-        return None  # the sweep comes back to it
+    async def drain(self) -> None:
+        """Offer waiting conversations in queue order to agents with room (coalesced: a call
+        while a drain runs makes that drain go round once more)."""
+        if self._draining:
+            self._drain_again = True
+            return
+        self._draining = True
+        try:
+            for _ in range(DRAIN_PASSES):
+                self._drain_again = False
+                with DECISION.time():
+                    pool = await agents.online(self.store)
+                    if _has_room(pool):
+                        waiting = await self._waiting()
+                        if waiting:
+                            made = await self._route_docs(waiting, pool=pool)
+                            self._forget({o["conversation_id"] for o in made})
+                if not self._drain_again:
+                    break
+        finally:
+            self._draining = False
+        if self._drain_again:  # triggers keep coming: go on in the background, free the caller
+            self.spawn(self.drain())
 
-    async def _offer(self, conversation_id: str, agent: Doc) -> Doc | None:
-        now = c.utcnow()
-        conv = await conversations.get(self.store, conversation_id)
-        if conv is None or conv.get("assignee") or conv.get("offer_id") or not conv.get("active"):
+    async def _waiting(self) -> list[Doc]:
+        """The head of the waiting queue. Reading it costs the whole queue on some servers
+        (the sort sees every match), so it is read at most every QUEUE_TTL seconds; between
+        reads the router works from that copy and the claims' guards catch what went stale."""
+        loop = asyncio.get_running_loop()
+        if self._queue is None or loop.time() - self._queue_at > QUEUE_TTL:
+            self._queue = await conversations.waiting(self.store, limit=DRAIN_PAGE)
+            self._queue_at = loop.time()
+        return list(self._queue)
+
+    def requeued(self, conv: Doc | None) -> None:
+        """A conversation went back to waiting here: the next drain considers it."""
+        if conv is not None and _is_waiting(conv):
+            self._remember([conv])
+
+    def _remember(self, docs: list[Doc]) -> None:
+        """Conversations seen waiting outside a drain join the copy of the queue, so capacity
+        freed before the next read still pulls them."""
+        if self._queue is not None and docs:
+            known = {d["_id"] for d in self._queue}
+            self._queue += [d for d in docs if d["_id"] not in known]
+
+    def _forget(self, ids: set[str]) -> None:
+        if self._queue is not None and ids:
+            self._queue = [d for d in self._queue if d["_id"] not in ids]
+
+    async def route(self, conversation_id: str, exclude: Sequence[str] = ()) -> Doc | None:
+        """Offer one conversation to the best agent now; None if nobody can take it."""
+        made = await self.route_many([conversation_id], exclude)
+        return made[0] if made else None
+
+    async def route_many(self, ids: Sequence[str], exclude: Sequence[str] = ()) -> list[Doc]:
+        docs = await conversations.get_many(self.store, list(dict.fromkeys(ids)))
+        waiting = [d for d in docs.values() if _is_waiting(d)]
+        if not waiting:
+            return []
+        made = await self._route_docs(waiting, exclude, fresh=True)
+        placed = {o["conversation_id"] for o in made}
+        self._remember([d for d in waiting if d["_id"] not in placed])
+        return made
+
+    async def _route_docs(
+        self,
+        docs: list[Doc],
+        exclude: Sequence[str] = (),
+        pool: list[Doc] | None = None,
+        *,
+        fresh: bool = False,
+    ) -> list[Doc]:
+        """Decide and offer; ``fresh`` docs were just read (no need to read them again)."""
+        made: list[Doc] = []
+        window = timedelta(seconds=self.config.sticky_window)
+        # classified even when nobody has room: queue order and SLA clocks depend on it
+        docs = [d for d in await asyncio.gather(*(self._classified(d) for d in docs)) if d]
+        for round_ in range(RESERVE_ROUNDS):
+            if pool is None or round_ > 0:
+                pool = await agents.online(self.store)
+            if not _has_room(pool):
+                return made  # nobody has room: nothing to decide
+            views = {d["_id"]: self._view(d, exclude) for d in docs}
+            now = c.utcnow()
+            agent_views = [agent_view(a) for a in pool]
+            by_id: dict[str, Doc] = {}
+            for _check in range(3):
+                first = policy.plan(views.values(), agent_views, now, window)
+                # the copy may be stale: keep what is still waiting, as it is now; slots
+                # planned for conversations gone elsewhere are planned again at once
+                planned_ids = [v.conversation_id for v, _ in first if v.conversation_id
+                               not in by_id]
+                if fresh and round_ == 0:
+                    current = {d["_id"]: d for d in docs if d["_id"] in set(planned_ids)}
+                else:
+                    current = await conversations.get_many(self.store, planned_ids)
+                by_id.update({k: d for k, d in current.items() if _is_waiting(d)})
+                gone = set(planned_ids) - set(by_id)
+                if not gone:
+                    break
+                self._forget(gone)
+                for k in gone:
+                    views.pop(k, None)
+            first = [(self._view(by_id[v.conversation_id], exclude), cands)
+                     for v, cands in first if v.conversation_id in by_id]
+            if not first:
+                return made
+            # stickiness matters only for conversations someone can take: look it up for those
+            since = now - window
+            served = await conversations.last_served_many(
+                self.store, [by_id[v.conversation_id]["customer_id"] for v, _ in first], since
+            )
+            stuck = [self._with_sticky(v, served.get(by_id[v.conversation_id]["customer_id"]))
+                     for v, _ in first]
+            planned = policy.plan(stuck, [agent_view(a) for a in pool], now, window)
+            # one agent's offers in queue order (its socket sees them so), agents in parallel
+            lanes: dict[str, list[tuple[policy.ConversationView, list[policy.AgentView]]]] = {}
+            for item in planned:
+                lanes.setdefault(item[1][0].agent_id, []).append(item)
+
+            contended = []
+            lane_results = await asyncio.gather(
+                *(self._lane(items, by_id) for items in lanes.values())
+            )
+            taken = []
+            for results in lane_results:
+                for conv_id, result in results:
+                    if isinstance(result, dict):
+                        made.append(result)
+                    elif result == "contended":
+                        contended.append(by_id[conv_id])
+                    else:
+                        taken.append((conv_id, result))
+            self._forget({k for k, _ in taken})
+            if not contended:
+                return made
+            docs = contended  # every candidate was taken meanwhile: decide again, fresh
+        log.info("router.contended conversations=%d", len(docs))
+        self._remember(docs)
+        return made
+
+    async def _lane(
+        self,
+        items: list[tuple[policy.ConversationView, list[policy.AgentView]]],
+        by_id: dict[str, Doc],
+    ) -> list[tuple[str, Doc | str]]:
+        return [
+            (v.conversation_id, await self._offer(by_id[v.conversation_id], v, cands))
+            for v, cands in items
+        ]
+
+    async def _classified(self, conv: Doc) -> Doc | None:
+        """The conversation with its routing classification (computed and stored once);
+        None while its first message is not recorded yet (the ingest worker writes the
+        conversation a moment before the message, and emits conversation.opened after both)."""
+        if conv.get("classified_at") is not None:
+            return conv
+        last = await self.store.interactions.find_one(
+            {"conversation_id": conv["_id"], "direction": "in"}, sort=[("occurred_at", -1)]
+        )
+        opened = conv.get("reopened_at") or conv.get("opened_at")
+        if last is None and opened is not None and c.utcnow() - opened < UNRECORDED_GRACE:
             return None
+        cust = await customers.get(self.store, conv["customer_id"]) or {}
+        text = " ".join(x for x in ((last or {}).get("subject"), (last or {}).get("text")) if x)
+        cfg = self.config
+        cls = policy.classify(
+            text,
+            keywords=cfg.urgency_keywords,
+            segment=cust.get("segment"),
+            skilled_segments=cfg.skilled_segments,
+            vip_segments=cfg.vip_segments,
+            extra_skills=[*cfg.account_skills.get(conv.get("account", ""), []),
+                          *(conv.get("skills") or [])],
+        )
+        now = c.utcnow()
+        start = conv.get("reopened_at") or conv.get("opened_at") or now
+        base = conv.get("base_priority")
+        priority = max(int(conv.get("priority") or 0 if base is None else base), cls.priority)
+        fr = policy.sla_target(cfg.sla_first_response, priority)
+        res = policy.sla_target(cfg.sla_resolution, priority)
+        fields = {
+            "classified_at": now,
+            "language": cls.language,
+            "priority": priority,
+            "base_priority": priority,  # before SLA raises: the targets' key
+            "required_skills": sorted(cls.required_skills),
+            "urgency": list(cls.urgency),
+            "segment": cust.get("segment"),
+            "first_response_due": start + timedelta(seconds=fr),
+            "first_response_warn_at": start + timedelta(seconds=fr * (1 - cfg.sla_warn_fraction)),
+            "resolution_due": start + timedelta(seconds=res),
+            "resolution_warn_at": start + timedelta(seconds=res * (1 - cfg.sla_warn_fraction)),
+        }
+        if await conversations.classify(self.store, conv["_id"], fields) is not None:
+            stored = {**conv, **fields}
+        else:  # another router classified it first: use theirs
+            stored = await conversations.get(self.store, conv["_id"]) or {**conv, **fields}
+        # what the offer will show, read once
+        self._seen[conv["_id"]] = (cust, (last or {}).get("text") or (last or {}).get("subject"))
+        if len(self._seen) > SEEN_MAX:
+            self._seen.clear()
+        return stored
+
+    def _view(self, conv: Doc, exclude: Sequence[str] = ()) -> policy.ConversationView:
+        due = conv.get("resolution_due") if conv.get("first_response_at") else conv.get(
+            "first_response_due"
+        )
+        return policy.ConversationView(
+            conversation_id=conv["_id"],
+            channel=conv["channel"],
+            waiting_since=conv.get("reopened_at") or conv.get("opened_at") or c.utcnow(),
+            priority=int(conv.get("priority") or 0),
+            required_skills=frozenset(conv.get("required_skills") or ()),
+            team=conv.get("team"),
+            sla_due=due,
+            passed=frozenset([*(conv.get("passed") or ()), *exclude]),
+        )
+
+    @staticmethod
+    def _with_sticky(
+        view: policy.ConversationView, last: tuple[str, Any] | None
+    ) -> policy.ConversationView:
+        if last is None:
+            return view
+        return replace(view, sticky_agent=last[0], sticky_at=last[1])
+
+    async def _offer(
+        self, conv: Doc, view: policy.ConversationView, candidates: list[policy.AgentView]
+    ) -> Doc | str:
+        """Reserve the first candidate that still has room, then offer. Returns the offer,
+        "taken" if the conversation went elsewhere, "contended" if every candidate was full."""
+        async with self._gate:
+            for agent in candidates[:MAX_CANDIDATES]:
+                cap = agent.capacity.get(view.channel, 0)
+                now = c.utcnow()
+                held = await agents.reserve(
+                    self.store, agent.agent_id, view.channel, cap, view.conversation_id, now
+                )
+                if held is None:
+                    continue
+                # the offer's life starts once the unit is held (the reservation may have
+                # waited for one to be given back)
+                return await self.make_offer(conv, agent.agent_id, c.utcnow()) or "taken"
+            return "contended"
+
+    async def make_offer(
+        self, conv: Doc, agent_id: str, now: Any, *, transfer: Doc | None = None
+    ) -> Doc | None:
+        """Write the offer and claim the conversation for it; the agent's unit is already held.
+
+        On a lost claim the offer is cancelled and the unit given back. A transfer moves the
+        conversation itself (router/actions.py) and passes ``transfer``.
+        """
         offer = {
             "_id": str(uuid.uuid4()),
-            "conversation_id": conversation_id,
+            "conversation_id": conv["_id"],
             "customer_id": conv["customer_id"],
-            "agent_id": agent["_id"],
+            "channel": conv["channel"],
+            "agent_id": agent_id,
             "state": "pending",
             "created_at": now,
-            "expires_at": now + timedelta(seconds=self.offer_timeout),
+            "expires_at": now + timedelta(seconds=self.config.offer_timeout),
+            "transfer": transfer,
         }
         # the offer exists before the claim: a crash in between leaves an offer that expires
         await offers.create(self.store, offer)
-        if await conversations.claim_for_offer(self.store, conversation_id, offer["_id"]) is None:
-            await offers.transition(self.store, offer["_id"], "cancelled", now)
+        if transfer is not None:
+            return offer
+        if await conversations.claim_for_offer(
+            self.store, conv["_id"], offer["_id"], agent_id
+        ) is None:
+            await offers.transition(self.store, offer["_id"], "cancelled", now, fetch=False)
+            await agents.release(self.store, agent_id, conv["channel"], conv["_id"])
+            return None
+        if not await self.still_pending(offer, conv["_id"]):
             return None
         OFFERS.labels("offered").inc()
-        await self._notify(agent["_id"], {"type": "offer", "offer": await self.describe(offer)})
+        await self.push_offer(offer, conv)
         return offer
 
-    async def describe(self, offer: Doc) -> dict[str, Any]:
-        """What an agent sees in an offer: the conversation and who the customer is."""
-        conv = await conversations.get(self.store, offer["conversation_id"]) or {}
-        cust = await customers.get(self.store, offer["customer_id"]) or {}
-        last = await self.store.interactions.find_one(
-            {"conversation_id": offer["conversation_id"]}, sort=[("occurred_at", -1)]
+    async def still_pending(self, offer: Doc, conversation_id: str) -> bool:
+        """After a claim: if the offer was closed (presence lost, expiry) before the claim
+        landed, its closer found nothing to release; the claimer releases the conversation."""
+        current = await offers.get(self.store, offer["_id"])
+        if current is not None and current["state"] == "pending":
+            return True
+        released = await conversations.release_offer(
+            self.store, conversation_id, offer["_id"], passed=offer["agent_id"], fetch=True
         )
-        preview = (last or {}).get("text") or (last or {}).get("subject") or ""
+        self.requeued(released)
+        self.spawn(self.drain())
+        return False
+
+    async def push_offer(self, offer: Doc, conv: Doc | None = None) -> None:
+        if self.sockets.has(offer["agent_id"]):
+            payload = {"type": "offer", "offer": await self.describe(offer, conv)}
+            await self.sockets.notify(offer["agent_id"], payload)
+
+    async def describe(self, offer: Doc, conv: Doc | None = None) -> dict[str, Any]:
+        """What an agent sees in an offer: the conversation and who the customer is."""
+        if conv is None or conv.get("_id") != offer["conversation_id"]:
+            conv = await conversations.get(self.store, offer["conversation_id"]) or {}
+        seen = self._seen.pop(offer["conversation_id"], None)
+        if seen is not None:
+            cust, text = seen[0] or {}, seen[1]
+        else:
+            cust = await customers.get(self.store, offer["customer_id"]) or {}
+            last = await self.store.interactions.find_one(
+                {"conversation_id": offer["conversation_id"]}, sort=[("occurred_at", -1)]
+            )
+            text = (last or {}).get("text") or (last or {}).get("subject")
+        preview = text or ""
         return {
             "id": offer["_id"],
             "conversation_id": offer["conversation_id"],
-            "customer": {"id": cust.get("_id"), "display_name": cust.get("display_name")},
+            "customer": {
+                "id": cust.get("_id"),
+                "display_name": cust.get("display_name"),
+                "segment": cust.get("segment"),
+            },
             "channel": conv.get("channel"),
+            "priority": conv.get("priority", 0),
+            "language": conv.get("language"),
+            "first_response_due": conv.get("first_response_due"),
             "preview": preview[:200],
+            "transfer": offer.get("transfer"),
             "created_at": offer["created_at"],
             "expires_at": offer["expires_at"],
         }
 
-    # ------------------------------------------------------------------ agent actions
+    # ------------------------------------------------------------------ offers
     async def accept(self, agent_id: str, offer_id: str) -> Doc:
         now = c.utcnow()
         offer = await offers.transition(
@@ -220,8 +668,10 @@ class Router:
         conv = await conversations.assign(
             self.store, offer["conversation_id"], offer_id, agent_id, now
         )
-        if conv is None:
-            raise RoutingError(409, "conflict", "the conversation was assigned elsewhere")
+        if conv is None:  # resolved or taken by a supervisor meanwhile
+            await agents.release(self.store, agent_id, offer["channel"], offer["conversation_id"])
+            self.spawn(self.drain())
+            raise RoutingError(409, "conflict", "the conversation was closed or moved meanwhile")
         OFFERS.labels("accepted").inc()
         event = c.envelope(
             c.CONVERSATION_ASSIGNED,
@@ -242,13 +692,36 @@ class Router:
         return conv
 
     async def decline(self, agent_id: str, offer_id: str) -> None:
-        now = c.utcnow()
-        offer = await offers.transition(self.store, offer_id, "declined", now, agent_id=agent_id)
-        if offer is None:
+        offer = await offers.get(self.store, offer_id)
+        if offer is None or offer.get("agent_id") != agent_id:
+            raise self._gone(offer, agent_id)
+        if not await self._close_offer(offer, "declined", notify=False):
             raise self._gone(await offers.get(self.store, offer_id), agent_id)
-        OFFERS.labels("declined").inc()
-        await conversations.release_offer(self.store, offer["conversation_id"], offer_id)
-        await self.route(offer["conversation_id"], exclude=(agent_id,))
+
+    async def _close_offer(self, offer: Doc, outcome: str, *, notify: bool = True) -> bool:
+        """Close a pending offer (declined, expired, withdrawn); the winner gives the unit
+        back and routes the conversation again, to someone else first."""
+        now = c.utcnow()
+        if await offers.transition(self.store, offer["_id"], outcome, now, fetch=False) is None:
+            return False
+        OFFERS.labels(outcome).inc()
+        agent_id, conv_id = offer["agent_id"], offer["conversation_id"]
+        await agents.release(self.store, agent_id, offer["channel"], conv_id)
+        released = await conversations.release_offer(
+            self.store, conv_id, offer["_id"], passed=agent_id, fetch=True
+        )
+        self.requeued(released)
+        if notify:
+            await self.sockets.notify(
+                agent_id, {"type": f"offer.{outcome}", "offer_id": offer["_id"]}
+            )
+        self.spawn(self.drain())
+        return True
+
+    async def withdraw_offers(self, agent_id: str) -> None:
+        """The agent cannot accept now (gone, away): pass their pending offers on."""
+        for offer in await offers.pending_for(self.store, agent_id):
+            await self._close_offer(offer, "withdrawn")
 
     @staticmethod
     def _gone(offer: Doc | None, agent_id: str) -> RoutingError:
@@ -256,39 +729,28 @@ class Router:
             return RoutingError(404, "not_found", "offer not found")
         return RoutingError(409, "conflict", f"offer is {offer['state']}, not pending")
 
-    # ------------------------------------------------------------------ presence and pushes
-    async def connected(self, agent_id: str, ws: web.WebSocketResponse) -> None:
-        first = not self.sockets[agent_id]
-        self.sockets[agent_id].add(ws)
-        if first:
-            await agents.set_presence(self.store, agent_id, True, c.utcnow())
+    # ------------------------------------------------------------------ presence
+    async def set_presence(self, agent_id: str, status: str) -> None:
+        """online / away / offline. Leaving online passes pending offers on; coming online
+        pulls waiting conversations."""
+        before = await agents.set_status(self.store, agent_id, status, c.utcnow())
+        if before is None:
+            raise RoutingError(404, "not_found", "agent not found")
+        if status == "online":
+            self.spawn(self.drain())
+        else:
+            await self.withdraw_offers(agent_id)
+
+    async def connected(self, agent_id: str, ws: Socket, role: str = "agent") -> None:
+        if self.sockets.add(agent_id, role, ws):
+            await agents.set_status(self.store, agent_id, "online", c.utcnow())
         for offer in await offers.pending_for(self.store, agent_id):
             await send_json(ws, {"type": "offer", "offer": await self.describe(offer)})
-        task = asyncio.create_task(self._route_waiting())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self.spawn(self.drain())
 
-    async def _route_waiting(self) -> None:
-        with contextlib.suppress(PyMongoError):
-            for conv in await conversations.waiting(self.store, limit=50):
-                await self.route(conv["_id"])
-
-    async def disconnected(self, agent_id: str, ws: web.WebSocketResponse) -> None:
-        self.sockets[agent_id].discard(ws)
-        if self.sockets[agent_id]:
+    async def disconnected(self, agent_id: str, ws: Socket) -> None:
+        if not self.sockets.remove(agent_id, ws):
             return
-        del self.sockets[agent_id]
-        now = c.utcnow()
-        await agents.set_presence(self.store, agent_id, False, now)
         # an agent who left cannot accept: hand their pending offers on at once
-        for offer in await offers.pending_for(self.store, agent_id):
-            if await offers.transition(self.store, offer["_id"], "expired", now):
-                OFFERS.labels("expired").inc()
-                await conversations.release_offer(
-                    self.store, offer["conversation_id"], offer["_id"]
-                )
-                await self.route(offer["conversation_id"], exclude=(agent_id,))
-
-    async def _notify(self, agent_id: str, payload: dict[str, Any]) -> None:
-        for ws in list(self.sockets.get(agent_id, ())):
-            await send_json(ws, payload)
+        await agents.set_status(self.store, agent_id, "offline", c.utcnow())
+        await self.withdraw_offers(agent_id)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from pymongo import DESCENDING, ReturnDocument, UpdateOne
+from pymongo import DESCENDING, UpdateOne
 from pymongo.errors import BulkWriteError
 
 from store.mongo import Doc, Store
@@ -69,6 +69,36 @@ async def touch_many(store: Store, last_at: dict[str, datetime]) -> None:
     await store.conversations.bulk_write(ops, ordered=False)
 
 
+async def recently_resolved(
+    store: Store, keys: Sequence[Key], since: datetime
+) -> dict[Key, Doc]:
+    """The most recently resolved conversation of each key, if resolved after ``since``."""
+    if not keys:
+        return {}
+    ors = [{"customer_id": c, "channel": ch, "thread": t} for c, ch, t in set(keys)]
+    cursor = store.conversations.find(
+        {"state": "resolved", "resolved_at": {"$gte": since}, "$or": ors}
+    ).sort("resolved_at", -1)
+    out: dict[Key, Doc] = {}
+    async for d in cursor:
+        out.setdefault(key_of(d), d)
+    return out
+
+
+async def _guarded(store: Store, query: Doc, update: Doc, *, fetch: bool = True) -> Doc | None:
+    """Apply ``update`` if ``query`` (the guard) matches; the document after, or None.
+
+    update_one + find_one rather than find_one_and_update: the guard is what makes it atomic,
+    and SecantusDB's findAndModify slows down with the collection's size (update_one does not).
+    """
+    res = await store.conversations.update_one(query, update)
+    if res.matched_count == 0:
+        return None
+    if not fetch:
+        return {"_id": query["_id"]}
+    return await store.conversations.find_one({"_id": query["_id"]})
+
+
 async def get(store: Store, conversation_id: str) -> Doc | None:
     return await store.conversations.find_one({"_id": conversation_id})
 
@@ -101,37 +131,62 @@ async def last_served(
     return doc["last_agent"], doc["last_assigned_at"]
 
 
-async def classify(store: Store, conversation_id: str, fields: Doc) -> Doc | None:
-    """Store the routing classification once (the first router to classify wins)."""
-    return await store.conversations.find_one_and_update(
-        {"_id": conversation_id, "classified_at": None},
-        {"$set": fields},
-        return_document=ReturnDocument.AFTER,
+async def last_served_many(
+    store: Store, customer_ids: Sequence[str], since: datetime
+) -> dict[str, tuple[str, datetime]]:
+    """:func:`last_served` for many customers in one query."""
+    if not customer_ids:
+        return {}
+    cursor = store.conversations.find(
+        {"customer_id": {"$in": list(set(customer_ids))}, "last_assigned_at": {"$gte": since}},
+        {"customer_id": 1, "last_agent": 1, "last_assigned_at": 1},
     )
+    out: dict[str, tuple[str, datetime]] = {}
+    async for d in cursor:
+        best = out.get(d["customer_id"])
+        if d.get("last_agent") and (best is None or d["last_assigned_at"] > best[1]):
+            out[d["customer_id"]] = (d["last_agent"], d["last_assigned_at"])
+    return out
+
+
+async def classify(store: Store, conversation_id: str, fields: Doc) -> Doc | None:
+    """Store the routing classification once (the first router to classify wins); the
+    fields stored, or None if another router classified it first."""
+    done = await _guarded(
+        store, {"_id": conversation_id, "classified_at": None}, {"$set": fields}, fetch=False
+    )
+    return None if done is None else {**done, **fields}
 
 
 async def claim_for_offer(
     store: Store, conversation_id: str, offer_id: str, agent_id: str | None = None
 ) -> Doc | None:
     """Reserve an unassigned conversation for one offer; None if it is taken or offered."""
-    return await store.conversations.find_one_and_update(
+    return await _guarded(
+        store,
         {"_id": conversation_id, "assignee": None, "offer_id": None, "active": True},
         {"$set": {"offer_id": offer_id, "offer_agent": agent_id}},
-        return_document=ReturnDocument.AFTER,
+        fetch=False,
     )
 
 
 async def release_offer(
-    store: Store, conversation_id: str, offer_id: str, passed: str | None = None
+    store: Store,
+    conversation_id: str,
+    offer_id: str,
+    passed: str | None = None,
+    *,
+    fetch: bool = False,
 ) -> Doc | None:
     """Take an offer off the conversation; ``passed`` remembers the agent who let it go."""
     update: Doc = {"$set": {"offer_id": None, "offer_agent": None}}
     if passed is not None:
         update["$addToSet"] = {"passed": passed}
-    return await store.conversations.find_one_and_update(
+    return await _guarded(
+        store,
         {"_id": conversation_id, "offer_id": offer_id},
         update,
-        return_document=ReturnDocument.AFTER,
+        fetch=fetch,
     )
 
 
@@ -150,10 +205,10 @@ async def assign(
             "last_assigned_at": now,
         }
     }
-    return await store.conversations.find_one_and_update(
+    return await _guarded(
+        store,
         {"_id": conversation_id, "offer_id": offer_id, "assignee": None, "active": True},
         update,
-        return_document=ReturnDocument.AFTER,
     )
 
 
@@ -167,7 +222,8 @@ async def unassign(
     }
     if passed is not None:
         update["$addToSet"] = {"passed": passed}
-    return await store.conversations.find_one_and_update(
+    return await _guarded(
+        store,
         {
             "_id": conv["_id"],
             "active": True,
@@ -175,37 +231,41 @@ async def unassign(
             "offer_id": conv.get("offer_id"),
         },
         update,
-        return_document=ReturnDocument.AFTER,
     )
 
 
 async def resolve(store: Store, conv: Doc, agent_id: str | None, now: datetime) -> Doc | None:
     """Close an active conversation as seen in ``conv``; None if it changed meanwhile."""
-    return await store.conversations.find_one_and_update(
+    fields: Doc = {
+        "active": False,
+        "state": "resolved",
+        "resolved_at": now,
+        "resolved_by": agent_id,
+        # who had it stays in last_agent: a resolved conversation is nobody's work now, and
+        # reopening it (by hand or by a new message) starts unassigned
+        "assignee": None,
+        "offer_id": None,
+        "offer_agent": None,
+    }
+    done = await _guarded(
+        store,
         {
             "_id": conv["_id"],
             "active": True,
             "assignee": conv.get("assignee"),
             "offer_id": conv.get("offer_id"),
         },
-        {
-            "$set": {
-                "active": False,
-                "state": "resolved",
-                "resolved_at": now,
-                "resolved_by": agent_id,
-                "offer_id": None,
-                "offer_agent": None,
-            }
-        },
-        return_document=ReturnDocument.AFTER,
+        {"$set": fields},
+        fetch=False,
     )
+    return None if done is None else {**conv, **fields}
 
 
 async def reopen(store: Store, conversation_id: str, by: str | None, now: datetime) -> Doc | None:
     """Make a resolved conversation active again, unassigned and waiting; raises
     DuplicateKeyError when its thread already has another active conversation."""
-    return await store.conversations.find_one_and_update(
+    return await _guarded(
+        store,
         {"_id": conversation_id, "active": False},
         {
             "$set": {
@@ -223,7 +283,6 @@ async def reopen(store: Store, conversation_id: str, by: str | None, now: dateti
                 "sla_marks": [],
             },
         },
-        return_document=ReturnDocument.AFTER,
     )
 
 
@@ -245,10 +304,10 @@ async def stamp_first_response(store: Store, conversation_id: str, now: datetime
 
 async def raise_for_sla(store: Store, conversation_id: str, mark: str, by: int) -> Doc | None:
     """Raise priority once per SLA mark (``first_response:warning``…); None if already done."""
-    return await store.conversations.find_one_and_update(
+    return await _guarded(
+        store,
         {"_id": conversation_id, "active": True, "sla_marks": {"$ne": mark}},
         {"$addToSet": {"sla_marks": mark}, "$inc": {"priority": by}},
-        return_document=ReturnDocument.AFTER,
     )
 
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from pymongo import ReturnDocument
-
 from store.mongo import Doc, Store
 
 
@@ -49,18 +47,20 @@ async def transition(
     *,
     agent_id: str | None = None,
     unexpired: bool = False,
+    fetch: bool = True,
 ) -> Doc | None:
-    """Move a pending offer to ``to``; None if it is no longer pending (someone else won)."""
+    """Move a pending offer to ``to``; None if it is no longer pending (someone else won).
+    Without ``fetch`` a won transition returns just ``{"_id": …}``."""
     query: Doc = {"_id": offer_id, "state": "pending"}
     if agent_id is not None:
         query["agent_id"] = agent_id
     if unexpired:
         query["expires_at"] = {"$gt": now}
-    return await store.offers.find_one_and_update(
-        query,
-        {"$set": {"state": to, "closed_at": now}},
-        return_document=ReturnDocument.AFTER,
-    )
+    # update_one + find_one: the guard is the atomic part (see store/conversations._guarded)
+    res = await store.offers.update_one(query, {"$set": {"state": to, "closed_at": now}})
+    if res.matched_count == 0:
+        return None
+    return await store.offers.find_one({"_id": offer_id}) if fetch else {"_id": offer_id}
 
 
 async def expired(store: Store, now: datetime, limit: int = 200) -> list[Doc]:

@@ -135,3 +135,278 @@ def peers_stopped(*peers: Peer) -> Iterator[None]:
     finally:
         for p in peers:
             p.stop()
+
+
+# ---------------------------------------------------------------------------- email peers
+# Postfix and Dovecot drop privileges (postfix, nobody) and must reach their folders, which
+# pytest's 0700 tmp dirs would forbid: their files live in a 0755 folder under /tmp instead
+# (linked from the test's workdir), removed when the peer stops. Both listen on 127.0.0.1 only.
+
+
+@dataclass
+class DaemonPeer:
+    """A peer that daemonizes itself (postfix master, dovecot): stopped by its PID file."""
+
+    name: str
+    port: int
+    home: Path
+    pid_file: Path
+    log: Path
+    ports: dict[str, int]
+
+    @property
+    def pid(self) -> int | None:
+        try:
+            return int(self.pid_file.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        pid = self.pid
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and _alive(pid):
+                time.sleep(0.05)
+            if _alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        for port in self.ports.values():
+            with contextlib.suppress(TimeoutError):
+                wait_for(lambda p=port: not port_open(p), 5, f"{self.name} port {port} closed")
+        import shutil
+
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _service_home(workdir: Path, name: str) -> Path:
+    import tempfile
+
+    home = Path(tempfile.mkdtemp(prefix=f"omnihub-{name}-", dir="/tmp"))
+    home.chmod(0o755)
+    workdir.mkdir(parents=True, exist_ok=True)
+    link = workdir / name
+    with contextlib.suppress(FileExistsError):
+        link.symlink_to(home)
+    return home
+
+
+def _need(binary: str, package: str) -> str:
+    import shutil
+
+    found = shutil.which(binary) or (binary if Path(binary).exists() else None)
+    if not found:
+        raise RuntimeError(
+            f"{binary} is missing: apt-get install {package} (make test installs it)"
+        )
+    return found
+
+
+def _wait_daemon(peer: DaemonPeer, timeout: float) -> DaemonPeer:
+    try:
+        for port in peer.ports.values():
+            wait_for(lambda p=port: port_open(p), timeout, f"{peer.name} on port {port}")
+    except TimeoutError:
+        log_tail = tail(peer.log, 30)
+        peer.stop()
+        raise RuntimeError(
+            f"peer {peer.name} could not start; last lines of {peer.log}:\n{log_tail}"
+        ) from None
+    return peer
+
+
+POSTFIX_MASTER_CF = """\
+127.0.0.1:{port} inet n - n - - smtpd
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+tlsmgr    unix  -       -       n       1000?   1       tlsmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+proxywrite unix -       -       n       -       1       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+lmtp      unix  -       -       n       -       -       lmtp
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+"""
+
+
+def start_postfix(
+    workdir: Path,
+    relay_port: int,
+    *,
+    transport: str = "smtp",
+    reject: dict[str, str] | None = None,
+    timeout: float = 20.0,
+) -> DaemonPeer:
+    """A private Postfix on a free 127.0.0.1 port that hands *all* mail to 127.0.0.1:relay_port
+    (``transport="smtp"``: our aiosmtpd; ``"lmtp"``: Dovecot's LMTP). ``reject`` maps recipient
+    addresses to an SMTP reply Postfix gives them at RCPT (e.g. ``"550 5.1.1 no such user"``)."""
+    postfix = _need("/usr/sbin/postfix", "postfix")
+    home = _service_home(workdir, "postfix")
+    etc, spool, data = home / "etc", home / "spool", home / "data"
+    for d in (etc, spool, data):
+        d.mkdir()
+    import shutil
+
+    shutil.chown(data, "postfix")
+    port = free_port()
+    log = home / "maillog"
+    if transport == "lmtp":
+        route = f"default_transport = lmtp:inet:127.0.0.1:{relay_port}\nrelayhost =\n"
+    else:
+        route = f"relayhost = [127.0.0.1]:{relay_port}\n"
+    access = ""
+    if reject:
+        (etc / "reject").write_text("".join(f"{a} {r}\n" for a, r in reject.items()))
+        access = f"check_recipient_access texthash:{etc / 'reject'}, "
+    (etc / "main.cf").write_text(
+        f"""compatibility_level = 3.6
+config_directory = {etc}
+queue_directory = {spool}
+data_directory = {data}
+myhostname = mta.omnihub.test
+mydomain = omnihub.test
+myorigin = $myhostname
+mydestination =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+relay_domains =
+{route}smtp_tls_security_level = none
+smtpd_tls_security_level = none
+smtputf8_enable = yes
+alias_maps =
+alias_database =
+local_recipient_maps =
+smtp_host_lookup = native
+lmtp_host_lookup = native
+disable_dns_lookups = yes
+smtpd_relay_restrictions = {access}permit_mynetworks, reject
+message_size_limit = 52428800
+maillog_file = {log}
+maillog_file_prefixes = /tmp, /var, /dev/stdout
+minimal_backoff_time = 1s
+maximal_backoff_time = 2s
+queue_run_delay = 1s
+smtp_connect_timeout = 5s
+lmtp_connect_timeout = 5s
+"""
+    )
+    (etc / "master.cf").write_text(POSTFIX_MASTER_CF.format(port=port))
+    peer = DaemonPeer("postfix", port, home, spool / "pid" / "master.pid", log, {"smtp": port})
+    for step in ("start",):
+        # postfix reports problems to syslog (absent here) and its tty: capture them via `script`
+        with (home / f"{step}.out").open("w+") as out:
+            proc = subprocess.run(
+                ["script", "-qec", f"{postfix} -c {etc} {step}", "/dev/null"],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                timeout=timeout,
+            )
+            out.seek(0)
+            if proc.returncode != 0:
+                peer.stop()
+                raise RuntimeError(f"postfix {step} failed: {out.read()}{tail(log)}")
+    return _wait_daemon(peer, timeout)
+
+
+def start_dovecot(
+    workdir: Path,
+    users: dict[str, str] | None = None,
+    *,
+    timeout: float = 20.0,
+) -> DaemonPeer:
+    """A standalone Dovecot with IMAP (IDLE) and LMTP on free 127.0.0.1 ports; ``users`` maps
+    login → password (default support/s3cret and customer/s3cret). Logins are local parts:
+    LMTP delivers support@any.domain to user ``support``."""
+    dovecot = _need("/usr/sbin/dovecot", "dovecot-imapd")
+    _need("/usr/lib/dovecot/lmtp", "dovecot-lmtpd")
+    home = _service_home(workdir, "dovecot")
+    run, state, mail = home / "run", home / "state", home / "mail"
+    for d in (run, state, mail):
+        d.mkdir()
+    import shutil
+
+    shutil.chown(mail, "nobody", "nogroup")
+    users = users or {"support": "s3cret", "customer": "s3cret"}
+    (home / "users").write_text("".join(f"{u}:{{PLAIN}}{p}::::::\n" for u, p in users.items()))
+    imap_port, lmtp_port = free_port(), free_port()
+    log = home / "dovecot.log"
+    conf = home / "dovecot.conf"
+    conf.write_text(
+        f"""protocols = imap lmtp
+listen = 127.0.0.1
+base_dir = {run}
+state_dir = {state}
+log_path = {log}
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+auth_username_format = %Ln
+mail_location = maildir:{mail}/%n/Maildir
+mail_uid = nobody
+mail_gid = nogroup
+first_valid_uid = 1
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%n {home}/users
+}}
+userdb {{
+  driver = static
+  args = home={mail}/%n allow_all_users=yes
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {imap_port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+service lmtp {{
+  inet_listener lmtp {{
+    address = 127.0.0.1
+    port = {lmtp_port}
+  }}
+}}
+"""
+    )
+    peer = DaemonPeer(
+        "dovecot",
+        imap_port,
+        home,
+        run / "master.pid",
+        log,
+        {"imap": imap_port, "lmtp": lmtp_port},
+    )
+    # the daemon keeps inherited descriptors open: give it a file, not a pipe
+    with (home / "start.out").open("w+") as out:
+        proc = subprocess.run([dovecot, "-c", str(conf)], stdout=out, stderr=out, timeout=timeout)
+        out.seek(0)
+        if proc.returncode != 0:
+            peer.stop()
+            raise RuntimeError(f"dovecot failed to start: {out.read()}{tail(log)}")
+    return _wait_daemon(peer, timeout)

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import smtplib
 import socket
 import subprocess
 import sys
@@ -21,7 +22,14 @@ from tests.peers import free_port
 
 pytestmark = pytest.mark.e2e
 
-PORT_FLAGS = ("--api-port", "--worker-port", "--kafka-port", "--s3-port", "--mongo-port")
+PORT_FLAGS = (
+    "--api-port",
+    "--worker-port",
+    "--kafka-port",
+    "--s3-port",
+    "--mongo-port",
+    "--smtp-port",
+)
 
 
 class Stack:
@@ -125,11 +133,16 @@ def test_up_prints_where_things_listen_and_is_ready_fast(stack: Stack) -> None:
 async def test_a_message_reaches_an_online_agent_who_accepts_and_sees_the_context(
     http: aiohttp.ClientSession,
 ) -> None:
-    async with http.post("/api/v1/agents", json={"name": "Sara"}) as r:
-        assert r.status == 201
+    # an admin (the API token) creates Sara; she logs in with her password
+    sara = {"name": "Sara", "email": "sara@example.com", "password": "sara-secret-123"}
+    async with http.post("/api/v1/agents", json=sara) as r:
+        assert r.status == 201, await r.text()
         agent = await r.json()
-    agent_headers = {"Authorization": f"Bearer {agent['token']}"}
     async with aiohttp.ClientSession(base_url=str(http._base_url)) as agent_http:
+        login = {"email": "Sara@Example.com", "password": sara["password"]}
+        async with agent_http.post("/api/v1/agents/login", json=login) as r:
+            assert r.status == 200, await r.text()
+            agent_headers = {"Authorization": f"Bearer {(await r.json())['token']}"}
         ws = await agent_http.ws_connect("/api/v1/agents/stream", headers=agent_headers)
         hello = await ws.receive_json(timeout=5)
         assert hello == {"type": "hello", "agent_id": agent["id"]}
@@ -150,11 +163,14 @@ async def test_a_message_reaches_an_online_agent_who_accepts_and_sees_the_contex
         assert offer["offer"]["preview"].startswith("سلام")
         conv_id = offer["offer"]["conversation_id"]
         # before accepting, a stranger agent cannot read the conversation
-        async with http.post("/api/v1/agents", json={"name": "Other"}) as r:
-            other = await r.json()
+        other = {"name": "Other", "email": "other@example.com", "password": "other-secret-1"}
+        async with http.post("/api/v1/agents", json=other) as r:
+            assert r.status == 201
+        async with agent_http.post("/api/v1/agents/login", json=other) as r:
+            other_token = (await r.json())["token"]
         async with agent_http.get(
             f"/api/v1/conversations/{conv_id}/context",
-            headers={"Authorization": f"Bearer {other['token']}"},
+            headers={"Authorization": f"Bearer {other_token}"},
         ) as r:
             assert r.status == 403
         async with agent_http.post(
@@ -167,6 +183,17 @@ async def test_a_message_reaches_an_online_agent_who_accepts_and_sees_the_contex
         ) as r:
             assert r.status == 200
             ctx = await r.json()
+        # she answers (published for the channel to deliver) and closes the conversation
+        async with agent_http.post(
+            f"/api/v1/conversations/{conv_id}/reply", json={"text": "فردا می‌رسد"},
+            headers=agent_headers,
+        ) as r:
+            assert r.status == 202, await r.text()
+            assert (await r.json())["first_response"] is True
+        async with agent_http.post(
+            f"/api/v1/conversations/{conv_id}/resolve", headers=agent_headers
+        ) as r:
+            assert r.status == 200 and (await r.json())["state"] == "resolved"
         await ws.close()
     assert ctx["customer"]["identifiers"] == ["phone:+989123456789"]
     assert ctx["timeline"][0]["id"] == event_id
@@ -232,6 +259,42 @@ async def test_timeline_pages_newest_first_with_a_cursor(http: aiohttp.ClientSes
         if not cursor:
             break
     assert texts == ["n4", "n3", "n2", "n1", "n0"]
+
+
+async def test_mail_sent_to_the_default_inbox_lands_on_the_customer_timeline(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    host, port = stack.info["smtp"].rsplit(":", 1)
+    assert stack.info["inbox"] == "support@omnihub.localhost"
+    assert "swaks" in "\n".join(stack.output)
+    raw = (
+        "From: =?utf-8?b?2YXYsduM2YU=?= <Maryam@Example.com>\r\n"
+        f"To: {stack.info['inbox']}\r\n"
+        "Subject: =?utf-8?b?2LPZgdin2LHYtCDbsduy27PbtA==?=\r\n"
+        "Message-ID: <e2e-mail-1@example.com>\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n\r\n"
+        "سفارشم کجاست؟\r\n"
+    ).encode()
+
+    def send() -> None:
+        with smtplib.SMTP(host, int(port), timeout=30) as s:
+            s.sendmail("maryam@example.com", [stack.info["inbox"]], raw)
+
+    await asyncio.to_thread(send)  # 250 = Kafka has it
+    items: list[dict[str, Any]] = []
+    for _ in range(150):
+        async with http.get("/api/v1/customers", params={"identifier": "maryam@example.com"}) as r:
+            if r.status == 200:
+                cust = await r.json()
+                async with http.get(f"/api/v1/customers/{cust['id']}/timeline") as t:
+                    items = (await t.json())["items"]
+                if items:
+                    break
+        await asyncio.sleep(0.1)
+    assert [(i["channel"], i["subject"], i["text"]) for i in items] == [
+        ("email", "سفارش ۱۲۳۴", "سفارشم کجاست؟")
+    ]
+    assert cust["display_name"] == "مریم"
 
 
 @pytest.mark.parametrize(
