@@ -58,7 +58,7 @@ bench-routing: $(VENV)/.dev
 	$(BIN)/python bench/routing.py $(ARGS)
 
 bench-email: $(VENV)/.dev .apt-test-deps
-	$(BIN)/python bench/email.py $(ARGS)
+	$(BIN)/python bench/email_channel.py $(ARGS)
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .

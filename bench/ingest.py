@@ -367,7 +367,7 @@ class WorkerProgress:
         await self.poll()
         count = self.delta("omnihub_ingest_batch_seconds_count")
         if not count:
-            return {}
+            return {"batches": 0, "stored": self.delta(STORED)} if self.url else {}
         busy = self.delta("omnihub_ingest_batch_seconds_sum")
         return {"batches": count, "size": self.delta("omnihub_ingest_batch_size_sum") / count,
                 "seconds": busy / count, "busy": busy / (time.monotonic() - self.t0),
@@ -613,7 +613,7 @@ def report(a: argparse.Namespace, res: Result) -> dict[str, Any]:
         f"{v['dead']} dead letters)",
     ]
     for phase, b in res.worker.items():
-        if b:
+        if b.get("batches"):
             out.append(f"              worker during {phase}: {b['batches']:.0f} batches of "
                        f"{b['size']:.0f} msgs, {b['seconds'] * 1000:,.0f} ms each, busy "
                        f"{b['busy']:.0%} of the time")
@@ -649,7 +649,8 @@ def report(a: argparse.Namespace, res: Result) -> dict[str, Any]:
             "api_p99_ms", "lost", "api_errors", "elapsed_s", "stored", "dead", "offered_rate"]
     doc = {k: (round(v[k], 3) if isinstance(v.get(k), float) else v.get(k)) for k in keys}
     doc["cpu_throughput"] = {k: round(p, 1) for k, p in res.cpu.get("throughput", {}).items()}
-    doc["worker_batch_s"] = {k: round(b["seconds"], 3) for k, b in res.worker.items() if b}
+    doc["worker_batch_s"] = {k: round(b["seconds"], 3) for k, b in res.worker.items()
+                             if b.get("batches")}
     print(orjson.dumps(doc).decode(), flush=True)
     return doc
 

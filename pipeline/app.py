@@ -39,6 +39,9 @@ def create_app(settings: Settings) -> faust.App:
         broker_commit_interval=1.0,
         producer_acks=-1,
         producer_linger=0.005,
+        # one record batch per broker write: on tansu's S3 storage every batch is an object
+        # that every fetch lists, so small batches slow down every consumer
+        producer_max_batch_size=1_048_576,
         web_enabled=True,
         web_host=settings.host,
         web_port=settings.worker_port,

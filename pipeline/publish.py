@@ -44,6 +44,7 @@ class KafkaPublisher:
             acks="all",
             enable_idempotence=idempotence,
             linger_ms=5,
+            max_batch_size=1_048_576,  # see pipeline/app.py: few, large record batches
             client_id=client_id,
             request_timeout_ms=15000,
         )

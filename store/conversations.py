@@ -27,9 +27,12 @@ def key_of(doc: Doc) -> Key:
 async def active_for(store: Store, keys: Sequence[Key]) -> dict[Key, Doc]:
     if not keys:
         return {}
-    ors = [{"customer_id": c, "channel": ch, "thread": t} for c, ch, t in set(keys)]
-    cursor = store.conversations.find({"active": True, "$or": ors})
-    return {key_of(d): d async for d in cursor}
+    # one indexed $in on customer_id, the rest filtered here: an $or of (customer, channel,
+    # thread) triples cannot use an index on SecantusDB and scans every conversation
+    wanted = set(keys)
+    customers = sorted({k[0] for k in wanted})
+    cursor = store.conversations.find({"customer_id": {"$in": customers}, "active": True})
+    return {key_of(d): d async for d in cursor if key_of(d) in wanted}
 
 
 async def open_many(store: Store, proposals: Sequence[Doc]) -> dict[Key, Doc]:
@@ -69,19 +72,22 @@ async def touch_many(store: Store, last_at: dict[str, datetime]) -> None:
     await store.conversations.bulk_write(ops, ordered=False)
 
 
-async def recently_resolved(
-    store: Store, keys: Sequence[Key], since: datetime
-) -> dict[Key, Doc]:
+async def recently_resolved(store: Store, keys: Sequence[Key], since: datetime) -> dict[Key, Doc]:
     """The most recently resolved conversation of each key, if resolved after ``since``."""
     if not keys:
         return {}
-    ors = [{"customer_id": c, "channel": ch, "thread": t} for c, ch, t in set(keys)]
+    wanted = set(keys)
     cursor = store.conversations.find(
-        {"state": "resolved", "resolved_at": {"$gte": since}, "$or": ors}
+        {
+            "customer_id": {"$in": sorted({k[0] for k in wanted})},
+            "state": "resolved",
+            "resolved_at": {"$gte": since},
+        }
     ).sort("resolved_at", -1)
     out: dict[Key, Doc] = {}
     async for d in cursor:
-        out.setdefault(key_of(d), d)
+        if key_of(d) in wanted:
+            out.setdefault(key_of(d), d)
     return out
 
 

@@ -5,16 +5,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from pymongo import UpdateOne
+from pymongo.errors import BulkWriteError
 
 from store.mongo import Doc, Store
 
 
 async def record_many(store: Store, docs: Sequence[Doc]) -> None:
+    """Insert the batch; ids already stored (a replay) are skipped, the rest still land."""
     if not docs:
         return
-    ops = [UpdateOne({"_id": d["_id"]}, {"$setOnInsert": d}, upsert=True) for d in docs]
-    await store.interactions.bulk_write(ops, ordered=False)
+    try:
+        await store.interactions.insert_many(list(docs), ordered=False)
+    except BulkWriteError as exc:
+        others = [e for e in exc.details.get("writeErrors", []) if e.get("code") != 11000]
+        if others:
+            raise
 
 
 async def conversation_of(store: Store, ids: Sequence[str]) -> dict[str, str | None]:
