@@ -673,9 +673,9 @@ async def run(a: argparse.Namespace) -> int:
         if a.api is None:
             tmp = Path(tempfile.mkdtemp(prefix="omnihub-bench-"))
             lo, hi = (int(x) for x in a.ports.split("-"))
-            names = ["api", "worker", "kafka", "s3", "mongo"]
+            names = ["api", "worker", "kafka", "s3", "mongo", "smtp"]
             stack = _stack.EmbeddedStack(a.omnihub, tmp / "data",
-                                         dict(zip(names, _stack.free_ports(5, lo, hi),
+                                         dict(zip(names, _stack.free_ports(6, lo, hi),
                                                   strict=True)), a.partitions)
             log(f"starting omnihub up in {tmp} …")
             info = await stack.start()
