@@ -45,6 +45,7 @@ class QueueSocket:
         self.queue.put_nowait(json.loads(data))
 
 
+@pytest.mark.timeout(DEADLINE + 120)
 async def test_two_routers_flipping_agents_2000_conversations(store: Any) -> None:
     rng = random.Random(4)
     routers = [Router(store, Recorder(), offer_timeout=3.0) for _ in range(2)]
