@@ -208,9 +208,9 @@ async def test_kill_9_mid_stream_then_restart_loses_and_duplicates_nothing(
     store: Store = stack["store"]
     worker.start()
     messages = [message(i, senders=300) for i in range(n)]
-    flow = asyncio.create_task(produce(stack["producer"], messages, rate=500))
+    flow = asyncio.create_task(produce(stack["producer"], messages, rate=200))
     # kill while messages are still flowing and some are already stored
-    stored_at_kill = await wait_count(store, 300, 60)
+    stored_at_kill = await wait_count(store, 100, 60)
     assert not flow.done(), "produce finished before the kill; raise n or lower the rate"
     worker.kill9()
     await flow
