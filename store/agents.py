@@ -15,7 +15,7 @@ from typing import Any
 from pymongo import ReturnDocument
 from pymongo.errors import OperationFailure
 
-from store.mongo import Doc, Store
+from store.mongo import Doc, Store, find_in
 
 SECRET_FIELDS = {"password_hash": 0}
 ROLES = ("agent", "supervisor", "admin")
@@ -68,7 +68,7 @@ async def online(store: Store, ids: Sequence[str] | None = None) -> list[Doc]:
     """Active agents taking work now (status online)."""
     query: dict[str, Any] = {"status": "online", "active": True}
     if ids is not None:
-        query["_id"] = {"$in": list(ids)}
+        return await find_in(store.agents, "_id", ids, query, SECRET_FIELDS)
     cursor = store.agents.find(query, SECRET_FIELDS)
     return [d async for d in cursor]
 

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from pymongo import UpdateOne
 
-from store.mongo import Store
+from store.mongo import Store, find_in
 
 
 async def record_many(store: Store, items: Sequence[tuple[str, str, str]], now: datetime) -> None:
@@ -34,6 +34,6 @@ async def claimants(store: Store, identifiers: Iterable[str]) -> dict[str, list[
     if not ids:
         return {}
     out: dict[str, list[str]] = {}
-    async for doc in store.claims.find({"identifier": {"$in": ids}}):
+    for doc in await find_in(store.claims, "identifier", ids):
         out.setdefault(doc["identifier"], []).append(doc["customer_id"])
     return out

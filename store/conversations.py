@@ -6,14 +6,14 @@ guards it, so concurrent workers converge on the same conversation without trans
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
 from pymongo import DESCENDING, UpdateOne
 from pymongo.errors import BulkWriteError
 
-from store.mongo import Doc, Store
+from store.mongo import Doc, Store, find_in
 
 Key = tuple[str, str, str]  # customer_id, channel, thread
 
@@ -24,42 +24,71 @@ def key_of(doc: Doc) -> Key:
     return (doc["customer_id"], doc["channel"], doc["thread"])
 
 
+async def by_customers(store: Store, customer_ids: Iterable[str]) -> list[Doc]:
+    """Every conversation of these customers, in one indexed read.
+
+    Only ``customer_id`` goes in the filter, the rest is for the caller to pick: with a second
+    field (``active``, ``state``) SecantusDB plans a collection scan instead of the index.
+    """
+    return await find_in(store.conversations, "customer_id", sorted(set(customer_ids)))
+
+
+def active_among(docs: Iterable[Doc], keys: Iterable[Key]) -> dict[Key, Doc]:
+    """The active conversation of each key, from :func:`by_customers`' documents."""
+    wanted = set(keys)
+    return {key_of(d): d for d in docs if d.get("active") and key_of(d) in wanted}
+
+
+def resolved_among(docs: Iterable[Doc], keys: Iterable[Key], since: datetime) -> dict[Key, Doc]:
+    """The most recently resolved conversation of each key, if resolved after ``since``."""
+    wanted = set(keys)
+    out: dict[Key, Doc] = {}
+    for d in docs:
+        at = d.get("resolved_at")
+        if d.get("state") != "resolved" or at is None or at < since or key_of(d) not in wanted:
+            continue
+        best = out.get(key_of(d))
+        if best is None or at > best["resolved_at"]:
+            out[key_of(d)] = d
+    return out
+
+
 async def active_for(store: Store, keys: Sequence[Key]) -> dict[Key, Doc]:
     if not keys:
         return {}
-    # one indexed $in on customer_id, the rest filtered here: an $or of (customer, channel,
-    # thread) triples cannot use an index on SecantusDB and scans every conversation
-    wanted = set(keys)
-    customers = sorted({k[0] for k in wanted})
-    cursor = store.conversations.find({"customer_id": {"$in": customers}, "active": True})
-    return {key_of(d): d async for d in cursor if key_of(d) in wanted}
+    return active_among(await by_customers(store, (k[0] for k in keys)), keys)
+
+
+async def recently_resolved(store: Store, keys: Sequence[Key], since: datetime) -> dict[Key, Doc]:
+    """The most recently resolved conversation of each key, if resolved after ``since``."""
+    if not keys:
+        return {}
+    return resolved_among(await by_customers(store, (k[0] for k in keys)), keys, since)
 
 
 async def open_many(store: Store, proposals: Sequence[Doc]) -> dict[Key, Doc]:
     """Open a conversation for each proposal unless its thread already has an active one.
 
-    Returns the active conversation of every proposed key (possibly another writer's).
+    Proposals carry ``active: True`` and a deterministic ``_id``; the partial unique index
+    (one active conversation per thread) turns a concurrent opener's insert into a
+    duplicate-key error, and a replay's insert hits its own ``_id``. Returns the active
+    conversation of every proposed key (possibly another writer's).
     """
     if not proposals:
         return {}
-    ops = []
-    for p in proposals:
-        filt = {
-            "customer_id": p["customer_id"],
-            "channel": p["channel"],
-            "thread": p["thread"],
-            "active": True,
-        }
-        fields = {k: v for k, v in p.items() if k not in filt}
-        ops.append(UpdateOne(filt, {"$setOnInsert": fields}, upsert=True))
+    docs = [{**p, "active": True} for p in proposals]
     try:
-        await store.conversations.bulk_write(ops, ordered=False)
+        await store.conversations.insert_many(docs, ordered=False)
+        return {key_of(d): d for d in docs}
     except BulkWriteError as exc:
-        # A concurrent writer opened the same thread first: its conversation wins.
-        others = [e for e in exc.details.get("writeErrors", []) if e.get("code") != DUPLICATE_KEY]
-        if others:
+        errors = exc.details.get("writeErrors", [])
+        if any(e.get("code") != DUPLICATE_KEY for e in errors):
             raise
-    return await active_for(store, [key_of(p) for p in proposals])
+        failed = {e["index"] for e in errors}
+    out = {key_of(d): d for i, d in enumerate(docs) if i not in failed}
+    # someone else's (or our own earlier) conversation holds these threads: read it back
+    out.update(await active_for(store, [key_of(docs[i]) for i in failed]))
+    return out
 
 
 async def touch_many(store: Store, last_at: dict[str, datetime]) -> None:
@@ -70,25 +99,6 @@ async def touch_many(store: Store, last_at: dict[str, datetime]) -> None:
         UpdateOne({"_id": cid}, {"$max": {"last_message_at": at}}) for cid, at in last_at.items()
     ]
     await store.conversations.bulk_write(ops, ordered=False)
-
-
-async def recently_resolved(store: Store, keys: Sequence[Key], since: datetime) -> dict[Key, Doc]:
-    """The most recently resolved conversation of each key, if resolved after ``since``."""
-    if not keys:
-        return {}
-    wanted = set(keys)
-    cursor = store.conversations.find(
-        {
-            "customer_id": {"$in": sorted({k[0] for k in wanted})},
-            "state": "resolved",
-            "resolved_at": {"$gte": since},
-        }
-    ).sort("resolved_at", -1)
-    out: dict[Key, Doc] = {}
-    async for d in cursor:
-        if key_of(d) in wanted:
-            out.setdefault(key_of(d), d)
-    return out
 
 
 async def _guarded(store: Store, query: Doc, update: Doc, *, fetch: bool = True) -> Doc | None:
@@ -110,8 +120,7 @@ async def get(store: Store, conversation_id: str) -> Doc | None:
 
 
 async def get_many(store: Store, ids: Sequence[str]) -> dict[str, Doc]:
-    cursor = store.conversations.find({"_id": {"$in": list(ids)}})
-    return {d["_id"]: d async for d in cursor}
+    return {d["_id"]: d for d in await find_in(store.conversations, "_id", ids)}
 
 
 async def of_customer(store: Store, customer_ids: Sequence[str], limit: int = 20) -> list[Doc]:
@@ -143,12 +152,15 @@ async def last_served_many(
     """:func:`last_served` for many customers in one query."""
     if not customer_ids:
         return {}
-    cursor = store.conversations.find(
-        {"customer_id": {"$in": list(set(customer_ids))}, "last_assigned_at": {"$gte": since}},
+    docs = await find_in(
+        store.conversations,
+        "customer_id",
+        customer_ids,
+        {"last_assigned_at": {"$gte": since}},
         {"customer_id": 1, "last_agent": 1, "last_assigned_at": 1},
     )
     out: dict[str, tuple[str, datetime]] = {}
-    async for d in cursor:
+    for d in docs:
         best = out.get(d["customer_id"])
         if d.get("last_agent") and (best is None or d["last_assigned_at"] > best[1]):
             out[d["customer_id"]] = (d["last_agent"], d["last_assigned_at"])
@@ -354,11 +366,13 @@ async def held_by(store: Store, pairs: Sequence[tuple[str, str]]) -> set[tuple[s
     and active, or reserved for its offer)."""
     if not pairs:
         return set()
-    cursor = store.conversations.find(
-        {"_id": {"$in": list({c for _, c in pairs})}},
-        {"assignee": 1, "offer_agent": 1, "active": 1},
+    found = await find_in(
+        store.conversations,
+        "_id",
+        {c for _, c in pairs},
+        projection={"assignee": 1, "offer_agent": 1, "active": 1},
     )
-    docs = {d["_id"]: d async for d in cursor}
+    docs = {d["_id"]: d for d in found}
     out = set()
     for agent_id, conv_id in pairs:
         d = docs.get(conv_id)

@@ -9,11 +9,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import UpdateOne
+from pymongo.errors import BulkWriteError
 
-from store.mongo import Doc, Store
+from store.mongo import Doc, Store, find_in
 from unify.resolver import CustomerInfo
 
 MAX_TOMBSTONE_HOPS = 16
+DUPLICATE_KEY = 11000
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,32 @@ async def upsert_many(
     await store.customers.bulk_write(ops, ordered=False)
 
 
+async def create_shells(store: Store, items: Sequence[NewCustomer], now: datetime) -> None:
+    """Insert customers that do not exist yet as pending shells (see :func:`upsert_many`);
+    an id that exists already (a replay) is left as it is."""
+    if not items:
+        return
+    docs = [
+        {
+            "_id": item.customer_id,
+            "created_at": item.created_at,
+            "origin_event_id": item.origin_event_id,
+            "merged_into": None,
+            "pending": True,
+            "identifiers": list(item.identifiers),
+            "name_tokens": list(item.name_tokens),
+            "updated_at": now,
+            **({"display_name": item.display_name} if item.display_name else {}),
+        }
+        for item in items
+    ]
+    try:
+        await store.customers.insert_many(docs, ordered=False)
+    except BulkWriteError as exc:
+        if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+            raise
+
+
 async def get(store: Store, customer_id: str, *, follow: bool = True) -> Doc | None:
     """The customer, following merge tombstones to the survivor unless ``follow`` is off."""
     doc = await store.customers.find_one({"_id": customer_id})
@@ -73,8 +101,8 @@ async def get(store: Store, customer_id: str, *, follow: bool = True) -> Doc | N
 
 async def origins(store: Store, customer_ids: Sequence[str]) -> dict[str, str]:
     """Event that created each customer: lets replays re-emit customer.created identically."""
-    cursor = store.customers.find({"_id": {"$in": list(set(customer_ids))}}, {"origin_event_id": 1})
-    return {doc["_id"]: doc.get("origin_event_id", "") async for doc in cursor}
+    docs = await find_in(store.customers, "_id", customer_ids, projection={"origin_event_id": 1})
+    return {doc["_id"]: doc.get("origin_event_id", "") for doc in docs}
 
 
 async def infos(store: Store, customer_ids: Sequence[str]) -> dict[str, CustomerInfo]:
@@ -82,16 +110,27 @@ async def infos(store: Store, customer_ids: Sequence[str]) -> dict[str, Customer
     ids = list(set(customer_ids))
     if not ids:
         return {}
-    cursor = store.customers.find(
-        {"_id": {"$in": ids}}, {"created_at": 1, "identifiers": 1, "separated_from": 1}
+    docs = await find_in(
+        store.customers,
+        "_id",
+        ids,
+        projection={
+            "created_at": 1,
+            "identifiers": 1,
+            "separated_from": 1,
+            "origin_event_id": 1,
+            "pending": 1,
+        },
     )
     out = {}
-    async for d in cursor:
+    for d in docs:
         out[d["_id"]] = CustomerInfo(
             d["_id"],
             d.get("created_at") or datetime.min.replace(tzinfo=UTC),
             tuple(d.get("identifiers", ())),
             frozenset(d.get("separated_from", ())),
+            d.get("origin_event_id", ""),
+            bool(d.get("pending")),
         )
     return out
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 
-from pymongo import UpdateOne
+from pymongo.errors import BulkWriteError
 
-from store.mongo import Store
+from store.mongo import Store, find_in
+
+DUPLICATE_KEY = 11000
 
 
 async def lookup(store: Store, identifiers: Iterable[str]) -> dict[str, str]:
@@ -15,8 +17,8 @@ async def lookup(store: Store, identifiers: Iterable[str]) -> dict[str, str]:
     ids = sorted(set(identifiers))
     if not ids:
         return {}
-    cursor = store.identities.find({"_id": {"$in": ids}}, {"customer_id": 1})
-    return {doc["_id"]: doc["customer_id"] async for doc in cursor}
+    docs = await find_in(store.identities, "_id", ids, projection={"customer_id": 1})
+    return {doc["_id"]: doc["customer_id"] for doc in docs}
 
 
 async def link(store: Store, proposed: Mapping[str, str], now: datetime) -> dict[str, str]:
@@ -27,16 +29,20 @@ async def link(store: Store, proposed: Mapping[str, str], now: datetime) -> dict
     """
     if not proposed:
         return {}
-    ops = [
-        UpdateOne(
-            {"_id": ident},
-            {"$setOnInsert": {"customer_id": customer, "linked_at": now}},
-            upsert=True,
-        )
-        for ident, customer in proposed.items()
-    ]
-    await store.identities.bulk_write(ops, ordered=False)
-    return await lookup(store, proposed)
+    idents = list(proposed)
+    docs = [{"_id": i, "customer_id": proposed[i], "linked_at": now} for i in idents]
+    try:
+        await store.identities.insert_many(docs, ordered=False)
+        return dict(proposed)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(e.get("code") != DUPLICATE_KEY for e in errors):
+            raise
+        taken = [idents[e["index"]] for e in errors]
+    # linked before us (another writer, or this batch before a crash): the store's owner wins
+    out = {i: c for i, c in proposed.items() if i not in set(taken)}
+    out.update(await lookup(store, taken))
+    return out
 
 
 async def of_customer(store: Store, customer_id: str) -> list[str]:

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from pymongo.errors import BulkWriteError
 
-from store.mongo import Doc, Store
+from store.mongo import Doc, Store, find_in
 
 
 async def record_many(store: Store, docs: Sequence[Doc]) -> None:
@@ -24,8 +24,8 @@ async def record_many(store: Store, docs: Sequence[Doc]) -> None:
 
 async def conversation_of(store: Store, ids: Sequence[str]) -> dict[str, str | None]:
     """Conversation already recorded for each interaction (a replay must keep it)."""
-    cursor = store.interactions.find({"_id": {"$in": list(ids)}}, {"conversation_id": 1})
-    return {d["_id"]: d.get("conversation_id") async for d in cursor}
+    docs = await find_in(store.interactions, "_id", ids, projection={"conversation_id": 1})
+    return {d["_id"]: d.get("conversation_id") for d in docs}
 
 
 async def timeline(

@@ -24,7 +24,7 @@ from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import ConnectionFailure, DuplicateKeyError
 
 from pipeline.contract import deterministic_id
-from store.mongo import Doc, Store
+from store.mongo import Doc, Store, find_in
 
 log = logging.getLogger("omnihub.merges")
 
@@ -61,10 +61,10 @@ async def roots(store: Store, customer_ids: Sequence[str]) -> dict[str, str]:
             break
         nxt: set[str] = set()
         targets = {out[c] for c in pending}
-        cursor = store.customers.find(
-            {"_id": {"$in": list(targets)}, "merged_into": {"$ne": None}}, {"merged_into": 1}
+        docs = await find_in(
+            store.customers, "_id", targets, {"merged_into": {"$ne": None}}, {"merged_into": 1}
         )
-        moved = {d["_id"]: d["merged_into"] async for d in cursor}
+        moved = {d["_id"]: d["merged_into"] for d in docs}
         for c in pending:
             if out[c] in moved:
                 out[c] = moved[out[c]]

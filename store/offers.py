@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from store.mongo import Doc, Store
+from store.mongo import Doc, Store, find_in
 
 
 async def create(store: Store, doc: Doc) -> None:
@@ -32,11 +32,14 @@ async def pending_of_conversation(store: Store, conversation_id: str) -> list[Do
 
 async def pending_pairs(store: Store, agent_ids: Sequence[str]) -> set[tuple[str, str]]:
     """(agent_id, conversation_id) of every pending offer of these agents."""
-    cursor = store.offers.find(
-        {"agent_id": {"$in": list(agent_ids)}, "state": "pending"},
+    docs = await find_in(
+        store.offers,
+        "agent_id",
+        agent_ids,
+        {"state": "pending"},
         {"agent_id": 1, "conversation_id": 1},
     )
-    return {(d["agent_id"], d["conversation_id"]) async for d in cursor}
+    return {(d["agent_id"], d["conversation_id"]) for d in docs}
 
 
 async def transition(

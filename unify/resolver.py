@@ -41,6 +41,10 @@ class CustomerInfo:
     identifiers: tuple[str, ...] = ()
     separated_from: frozenset[str] = frozenset()
     """customers an agent unmerged from this one or refused to merge with it"""
+    origin_event_id: str = ""
+    """the event that created the customer (not used for decisions)"""
+    pending: bool = False
+    """a shell whose identities are still being linked (not used for decisions)"""
 
     def order(self) -> tuple[datetime, str]:
         return (self.created_at, self.customer_id)

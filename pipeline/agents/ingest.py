@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from aiokafka.errors import KafkaError
@@ -216,13 +216,29 @@ class Ingestor:
         resolved = await resolve(store, sightings, self.policy, names)
         by_event = resolved.decisions
 
-        # customers: create missing ones, add newly linked identifiers
+        # customers: the shells created for this batch come alive, newly linked identifiers
+        # are added; a customer the batch only wrote to is not touched
         first_event: dict[str, _Item] = {}
         new_idents: dict[str, list[str]] = {}
+        origins: dict[str, str] = {}  # the event that created each customer
         for item in items:
             d = by_event[item.event.id]
             first_event.setdefault(d.customer_id, item)
             new_idents.setdefault(d.customer_id, []).extend(d.attach)
+            if d.created:
+                origins.setdefault(d.customer_id, d.event_id)
+        for cid, info in resolved.infos.items():
+            origins.setdefault(cid, info.origin_event_id)
+        infos = resolved.infos
+        changed = {
+            cid
+            for cid in first_event
+            if new_idents[cid] or (cid in infos and infos[cid].pending) or cid not in infos
+        }
+        missing = [cid for cid in first_event if cid not in origins]
+        if missing:  # not expected: every decision names a known or a created customer
+            origins.update(await customers.origins(store, missing))
+            changed.update(missing)
         await customers.upsert_many(
             store,
             [
@@ -235,10 +251,10 @@ class Ingestor:
                     created_at=it.message.occurred_at,
                 )
                 for cid, it in first_event.items()
+                if cid in changed
             ],
             now,
         )
-        origins = await customers.origins(store, list(first_event))
 
         # conversations: a replayed interaction keeps the conversation it got first time
         recorded = await interactions.conversation_of(store, [i.event.id for i in items])
@@ -246,7 +262,7 @@ class Ingestor:
             i.event.id: (by_event[i.event.id].customer_id, i.message.channel, i.message.thread)
             for i in items
         }
-        active = await self._conversations(items, keys, recorded, now)
+        active, fresh = await self._conversations(items, keys, recorded, now)
 
         # the timeline
         docs: list[Doc] = []
@@ -255,7 +271,7 @@ class Ingestor:
             eid = item.event.id
             conv_id = recorded[eid] if eid in recorded else _id_or_none(active.get(keys[eid]))
             docs.append(_interaction_doc(item, by_event[eid].customer_id, conv_id, now))
-            if conv_id is not None:
+            if conv_id is not None and conv_id not in fresh:
                 at = item.message.occurred_at
                 touch[conv_id] = max(touch.get(conv_id, at), at)
         await interactions.record_many(store, docs)
@@ -276,15 +292,17 @@ class Ingestor:
         keys: dict[str, conversations.Key],
         recorded: dict[str, str | None],
         now: Any,
-    ) -> dict[conversations.Key, Doc]:
-        """The active conversation of every key: existing, reopened, or newly opened.
+    ) -> tuple[dict[conversations.Key, Doc], set[str]]:
+        """The active conversation of every key: existing, reopened, or newly opened; and
+        the ids of those this batch opened (their last_message_at is already the batch's).
 
         Only an inbound customer message (not an auto-reply, bounce or loop, and not our own
         outbound copy) opens one; on a thread resolved less than ``reopen_window`` ago it
         reopens that conversation instead.
         """
         store = self.store
-        active = await conversations.active_for(store, list(set(keys.values())))
+        known = await conversations.by_customers(store, {k[0] for k in keys.values()})
+        active = conversations.active_among(known, keys.values())
         opening: dict[conversations.Key, _Item] = {}
         for item in items:
             key = keys[item.event.id]
@@ -294,10 +312,15 @@ class Ingestor:
                 continue
             opening[key] = item
         if not opening:
-            return active
-        recent = await conversations.recently_resolved(
-            store, list(opening), now - timedelta(seconds=self.reopen_window)
+            return active, set()
+        recent = conversations.resolved_among(
+            known, opening, now - timedelta(seconds=self.reopen_window)
         )
+        last_at: dict[conversations.Key, datetime] = {}
+        for item in items:  # a new conversation starts with the batch's last message on it
+            if item.event.id not in recorded:
+                key, at = keys[item.event.id], item.message.occurred_at
+                last_at[key] = max(last_at.get(key, at), at)
         proposals: list[Doc] = []
         for key, item in opening.items():
             conv = recent.get(key)
@@ -322,11 +345,13 @@ class Ingestor:
                     "priority": 0,
                     "opened_at": now,
                     "opened_by": item.event.id,
-                    "last_message_at": item.message.occurred_at,
+                    "last_message_at": last_at[key],
                 }
             )
-        active.update(await conversations.open_many(store, proposals))
-        return active
+        opened = await conversations.open_many(store, proposals)
+        active.update(opened)
+        mine = {p["_id"] for p in proposals}
+        return active, {d["_id"] for d in opened.values() if d["_id"] in mine}
 
     def _merge_events(self, merged: list[Doc]) -> list[Record]:
         out = []

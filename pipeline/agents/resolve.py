@@ -18,7 +18,7 @@ from pymongo.errors import ConnectionFailure
 
 from pipeline import contract as c
 from store import claims, customers, identities, merges, suggestions
-from store.mongo import Doc, Store
+from store.mongo import Doc, Store, find_in
 from unify.resolver import CustomerInfo, Decision, Policy, Sighting, Suggestion, resolve_batch
 from unify.text import name_tokens
 
@@ -31,6 +31,8 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 @dataclass
 class Resolved:
     decisions: dict[str, Decision]
+    infos: dict[str, CustomerInfo] = field(default_factory=dict)
+    """what the store knew of the existing customers the decisions name"""
     merged: list[Doc] = field(default_factory=list)
     """merge log entries this batch executed (or found done on a replay)"""
 
@@ -61,7 +63,7 @@ async def resolve(
         )
         # a customer exists before any identity points at it (readers rely on that)
         created = [d for d in decisions if d.created]
-        await customers.upsert_many(
+        await customers.create_shells(
             store,
             [
                 customers.NewCustomer(
@@ -75,7 +77,6 @@ async def resolve(
                 for d in created
             ],
             now,
-            pending=True,
         )
         proposed = {ident: d.customer_id for d in decisions for ident in d.attach}
         linked = await identities.link(store, proposed, now)
@@ -88,7 +89,7 @@ async def resolve(
     else:
         raise ConnectionFailure("identity resolution did not settle; will retry the batch")
 
-    out = Resolved({d.event_id: d for d in decisions})
+    out = Resolved({d.event_id: d for d in decisions}, infos)
     for d in decisions:
         for m in d.merges:
             entry = await merges.merge(
@@ -106,8 +107,8 @@ async def resolve(
     # a replay after a crash finds its merges already done: report them again all the same,
     # so their events are published (with the same ids) even if the crash came before that
     seen = {e["_id"] for e in out.merged}
-    async for entry in store.merges.find(
-        {"trigger": {"$in": list(by_event)}, "state": {"$in": ["done", "undone"]}}
+    for entry in await find_in(
+        store.merges, "trigger", by_event, {"state": {"$in": ["done", "undone"]}}
     ):
         if entry["_id"] not in seen:
             out.merged.append(entry)
