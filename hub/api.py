@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from connectors.api import ApiConnector
+from connectors.api.send import ReplyRecorder
 from hub import customers
 from hub.identity import IdentityActions
 from hub.settings import Settings
@@ -46,8 +47,11 @@ def create_app(settings: Settings) -> web.Application:
         )
         app[router_api.ROUTER] = router
         connector.publisher = publisher
+        recorder = ReplyRecorder(publisher, settings)  # api-channel replies → the timeline
+        await recorder.start()
         log.info("api.ready url=%s", settings.api_url)
         yield
+        await recorder.stop()
         await router.stop()
         await publisher.stop()
         await store.close()
