@@ -43,12 +43,16 @@ def sent_copy(reply: c.Reply) -> c.Message | None:
         account=reply.account,
         source_id=f"omnihub-reply:{reply.reply_id}",
         sender=[c.Identifier(kind=kind, value=value)],  # type: ignore[arg-type]
+        display_name=None,
         thread=reply.thread,
         occurred_at=reply.requested_at,
         subject=reply.subject,
         text=reply.text,
         html=reply.html,
         attachments=list(reply.attachments),
+        kind="message",
+        quoted_text=None,
+        in_reply_to=None,
     )
 
 
