@@ -134,10 +134,16 @@ class Watch:
         self.errors: list[str] = []
         self.console: list[tuple[str, str, str]] = []
         self.remote: list[str] = []
+        self.loaded: list[str] = []
         page.on("dialog", self._dialog)
         page.on("pageerror", lambda e: self.errors.append(str(e)))
         page.on("console", lambda m: self.console.append((m.type, m.text, m.location["url"])))
-        page.on("request", lambda r: self.remote.append(r.url) if REMOTE in r.url else None)
+        # a blocked load may still show as a request that failed at once: keep why it failed
+        page.on(
+            "requestfailed",
+            lambda r: self.remote.append(f"{r.url} {r.failure}") if REMOTE in r.url else None,
+        )
+        page.on("response", lambda r: self.loaded.append(r.url) if REMOTE in r.url else None)
 
     async def _dialog(self, dialog: Any) -> None:
         self.dialogs.append(dialog.message)
@@ -260,8 +266,14 @@ async def test_persian_agent_from_offer_to_resolved(
     notes = await admin.json("GET", f"/api/v1/conversations/{conv_id}/notes")
     assert [n["text"] for n in notes["notes"]] == ["مشتری عجله دارد"]
     await page.screenshot(path=shot("conversation_fa"), animations="disabled")
+    await page.keyboard.press("Escape")
+    await page.keyboard.press("?")  # the help lists the shortcuts, in Persian
+    await page.wait_for_selector("#help-dialog[open]")
+    assert "بستن گفتگو" in (await page.text_content("#help-keys") or "")
+    await page.screenshot(path=shot("help_fa"), animations="disabled")
+    await page.keyboard.press("Escape")
+    await page.wait_for_selector("#help-dialog:not([open])", state="attached")
 
-    await page.keyboard.press("Escape")  # out of the note box
     await page.keyboard.press("e")
     await until("resolved", lambda: _is(_state(admin, conv_id), "resolved"))
     await page.locator("#conv-sub", has_text="بسته‌شده").wait_for()
@@ -356,6 +368,7 @@ async def test_english_supervisor_sees_everyone_live_and_transfers_to_a_team(
     await page.check("#transfer-form input[value=team]")
     await page.select_option("#transfer-team", "billing")
     await page.fill("#transfer-note", "Needs a refund check")
+    await page.screenshot(path=shot("transfer_en"), animations="disabled")
     await page.click("#transfer-form button[type=submit]")
     await page.wait_for_selector("#transfer-dialog:not([open])", state="attached")
     conv = await until(
@@ -370,6 +383,26 @@ async def test_english_supervisor_sees_everyone_live_and_transfers_to_a_team(
     # the supervisor's lists follow: it left "Mine" and waits in the queue
     await page.keyboard.press("2")
     await page.locator(f'#conv-list [data-id="{conv_id}"]').wait_for(timeout=10_000)
+
+    # a form where someone typed Jane's address: a suggestion the supervisor decides in the panel
+    await admin.message(
+        source_id="console-en-form",
+        sender=[
+            {"kind": "api", "value": "form-77"},
+            {"kind": "email", "value": "Jane@Example.com", "assurance": "claimed"},
+        ],
+        display_name="J. Doe",
+        text="Please call me back.",
+    )
+    await page.locator(".offer .accept").wait_for(timeout=15_000)
+    await page.keyboard.press("a")
+    suggestion = page.locator("#customer .suggestion")
+    await suggestion.wait_for(timeout=10_000)
+    assert "jane@example.com" in (await suggestion.text_content() or "")
+    await suggestion.locator("button", has_text="Not the same").click()
+    await suggestion.locator("[role=status]", has_text="different people").wait_for()
+    rejected = (await admin.json("GET", "/api/v1/merge-suggestions?state=rejected"))["suggestions"]
+    assert [x["identifier"] for x in rejected] == ["email:jane@example.com"]
     assert not watch.dialogs and not watch.errors, (watch.dialogs, watch.errors)
     await page.context.close()
 
@@ -391,7 +424,7 @@ async def test_markup_from_customers_stays_inert(
         assert directive in csp
     assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
 
-    await admin.agent("Xena", "xena.console@example.com")
+    xena = await admin.agent("Xena", "xena.console@example.com")
     page, watch = await open_console(browser, stack, "en-US")
     await sign_in(page, "xena.console@example.com")
 
@@ -425,6 +458,8 @@ async def test_markup_from_customers_stays_inert(
         "<p>سلام</p></body></html>"
     )
     mail.add_alternative(html, subtype="html")
+    invoice = "فاکتور-۱۲۳۴.txt"
+    mail.add_attachment(b"invoice 1234\n", maintype="text", subtype="plain", filename=invoice)
     host, port = stack.info["smtp"].rsplit(":", 1)
 
     def send() -> None:
@@ -442,8 +477,19 @@ async def test_markup_from_customers_stays_inert(
     assert "<script" not in srcdoc.lower() and "onerror" not in srcdoc.lower()
     subject = await page.locator("#timeline .item.in .subject").last.text_content()
     assert subject == PAYLOADS[0] + " سفارش"
+    assert "default-src 'none'" in srcdoc  # the frame's own, narrower policy
     email_frame = next(f for f in page.frames if f.url == "about:srcdoc")
     assert "Hello" in await email_frame.inner_text("body")
+    # …which still lets the console's mail stylesheet in (14px, not the browser's 16px)
+    size = await email_frame.evaluate("getComputedStyle(document.documentElement).fontSize")
+    assert size == "14px"
+    # the attachment is a link that downloads the stored bytes under the name it had
+    link = page.locator("#timeline .attachments a", has_text=invoice)
+    async with page.expect_download() as info:
+        await link.click()
+    download = await info.value
+    assert download.suggested_filename == invoice
+    assert Path(await download.path()).read_bytes() == b"invoice 1234\n"
     await asyncio.sleep(1.0)  # anything that could fire, has
     await page.screenshot(path=shot("xss_en"), animations="disabled")
 
@@ -457,9 +503,27 @@ async def test_markup_from_customers_stays_inert(
     assert injected == 0
     assert not watch.dialogs, watch.dialogs
     assert not watch.errors, watch.errors
-    assert not watch.remote, watch.remote  # CSP kept the remote image from loading at all
+    # CSP kept the remote image from loading: never fetched, or stopped by the policy itself
+    assert not watch.loaded, watch.loaded
+    assert all("BLOCKED_BY_CSP" in r for r in watch.remote), watch.remote
     blocked = [t for kind, t, url in watch.console if url == "about:srcdoc" and REMOTE in t]
     assert blocked, watch.console
+
+    # an offer she declines (D) leaves her screen and passes her by (being the only one
+    # online, it may come back to her after everyone else: as a new offer)
+    await admin.message(
+        source_id="console-decline", sender=[{"kind": "api", "value": "decliner"}], text="hi"
+    )
+    await page.locator(".offer").wait_for(timeout=15_000)
+    declined = await page.get_attribute(".offer", "data-offer")
+    await page.keyboard.press("d")
+    await page.locator(f'.offer[data-offer="{declined}"]').wait_for(state="detached")
+    decliner = await admin.json("GET", "/api/v1/customers", params={"identifier": "api:decliner"})
+    listed = await admin.json(
+        "GET", "/api/v1/conversations", params={"scope": "all", "customer_id": decliner["id"]}
+    )
+    [conv] = listed["conversations"]
+    assert conv["passed"] == [xena["id"]] and conv["offer_id"] != declined
     await page.context.close()
 
 

@@ -139,8 +139,12 @@ export class Timeline {
 function emailFrame(html) {
   // sandbox="" before srcdoc: no scripts, no forms, no popups, no same-origin access
   const frame = h("iframe", { class: "email", sandbox: "", referrerpolicy: "no-referrer", title: t("timeline.html") });
+  // the frame inherits the console's policy; this one narrows it further for mail: our
+  // stylesheet only, no images at all (not even from this origin), nothing else
+  const policy = `default-src 'none'; style-src ${location.origin}/console/email.css`;
   frame.srcdoc =
     '<!doctype html><html><head><meta charset="utf-8">' +
+    `<meta http-equiv="Content-Security-Policy" content="${policy}">` +
     '<link rel="stylesheet" href="/console/email.css"></head><body dir="auto">' +
     html +
     "</body></html>";
