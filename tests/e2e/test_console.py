@@ -235,6 +235,7 @@ async def test_persian_agent_from_offer_to_resolved(
     assert await offer.locator(".preview").text_content() == text
     assert await offer.locator("img.chan").get_attribute("src") == "/console/icons/api.svg"
     assert "ثانیه مانده" in (await offer.locator(".left").text_content() or "")
+    assert (await page.title()).startswith("(۱) ")  # seen from another window's tab too
     await page.screenshot(path=shot("offer_fa"), animations="disabled")
 
     await page.keyboard.press("Enter")  # the offer has the focus: Enter accepts

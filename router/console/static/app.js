@@ -40,6 +40,10 @@ const offers = new Offers($("#offers"), {
   accept: acceptOffer,
   decline: (offer) => api.post(`/api/v1/agents/offers/${encodeURIComponent(offer.id)}/decline`),
   names: () => state.names,
+  // the tab's title counts waiting offers, for an agent looking at another window
+  changed: () => {
+    document.title = (offers.size ? `(${i18n.number(offers.size)}) ` : "") + t("app.title");
+  },
 });
 const timeline = new Timeline($("#timeline"), $("#pending"), { onError: fail });
 
@@ -382,7 +386,7 @@ async function refreshOpen({ toBottom = false } = {}) {
   } catch (err) {
     if (err.status === 403 || err.status === 404) {
       closeConversation();
-      toast(err.message, { kind: "error" });
+      toast(t("conv.gone"), { kind: "error" });
     } else {
       fail(err);
     }
@@ -537,15 +541,25 @@ async function reopen(id = state.openId) {
 
 function openTransfer() {
   if (!state.openId || $("#act-transfer").hidden) return false;
-  const agents = $("#transfer-agent");
-  agents.replaceChildren(...(state.directory || [])
-    .filter((a) => a.id !== state.me.id)
-    .map((a) => h("option", { value: a.id, text: `${a.name} (${t(`presence.${a.status}`)})` })));
-  $("#transfer-team").replaceChildren(...state.teams.map((tm) => h("option", { value: tm.id, text: tm.name || tm.id })));
+  fillTransfer();
   $("#transfer-note").value = "";
   show($("#transfer-error"), false);
   $("#transfer-dialog").showModal();
+  loadDirectory().then(fillTransfer); // colleagues' status as it is now
   return true;
+}
+
+function fillTransfer() {
+  const agents = $("#transfer-agent");
+  const chosen = agents.value;
+  agents.replaceChildren(...(state.directory || [])
+    .filter((a) => a.id !== state.me.id)
+    .map((a) => h("option", { value: a.id, text: `${a.name} (${t(`presence.${a.status}`)})` })));
+  if (chosen) agents.value = chosen;
+  const teams = $("#transfer-team");
+  const team = teams.value;
+  teams.replaceChildren(...state.teams.map((tm) => h("option", { value: tm.id, text: tm.name || tm.id })));
+  if (team) teams.value = team;
 }
 
 async function submitTransfer(event) {

@@ -7,8 +7,9 @@ import { h, text } from "./dom.js";
 import { number, t } from "./i18n.js";
 
 export class Offers {
-  constructor(root, { accept, decline, names }) {
+  constructor(root, { accept, decline, names, changed }) {
     this.root = root;
+    this.changed = changed || (() => {});
     this.acceptFn = accept;
     this.declineFn = decline;
     this.names = names; // () => Map agent id → name
@@ -52,6 +53,7 @@ export class Offers {
     this.items.set(offer.id, { offer, node, bar, left, error, total, expires, busy: false });
     this.root.append(node);
     this.tick();
+    this.changed();
   }
 
   remove(id) {
@@ -59,6 +61,7 @@ export class Offers {
     if (!item) return;
     item.node.remove();
     this.items.delete(id);
+    this.changed();
   }
 
   clear() {
