@@ -1,4 +1,5 @@
-"""The API service: public HTTP API, agent WebSocket and the router, in one aiohttp app."""
+"""The API service: public HTTP API, agent WebSocket, the router and the agent console, in one
+aiohttp app."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from connectors.api import ApiConnector
+from connectors.api.send import ReplyRecorder
 from hub import customers
 from hub.identity import IdentityActions
 from hub.settings import Settings
 from hub.web import API_TOKEN, MAX_BODY, STORE, edge, healthz, metrics
 from pipeline.publish import KafkaPublisher
 from router import api as router_api
+from router import console
 from router.service import Router, RouterConfig
 from store import agents as agents_repo
 from store.mongo import connect, ensure_indexes, wait_ready
@@ -46,8 +49,11 @@ def create_app(settings: Settings) -> web.Application:
         )
         app[router_api.ROUTER] = router
         connector.publisher = publisher
-        log.info("api.ready url=%s", settings.api_url)
+        recorder = ReplyRecorder(publisher, settings)  # api-channel replies → the timeline
+        await recorder.start()
+        log.info("api.ready url=%s console=%s/console/", settings.api_url, settings.api_url)
         yield
+        await recorder.stop()
         await router.stop()
         await publisher.stop()
         await store.close()
@@ -60,6 +66,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(connector.routes())
     app.add_routes(customers.routes())
     app.add_routes(router_api.routes())
+    app.add_routes(console.routes())
     return app
 
 

@@ -337,6 +337,7 @@ class EmbeddedStack:
         self.out(f"  mongo   {s.mongo_url}")
         self.out(f"  worker  http://{s.host}:{s.worker_port}/healthz")
         self.out(f"  api     {s.api_url}   (token in {token_file})")
+        self.out(f"  console {s.api_url}/console/   (agents log in with their email)")
         self.out(f"  email   smtp://{s.host}:{s.email_smtp_port}   inbox {self.inbox}")
         self.out(f"  logs    {s.data_dir / 'logs'}/")
         self.out("Try it:")
@@ -358,7 +359,8 @@ class EmbeddedStack:
         )
         self.out("Ctrl-C stops everything.")
         self.out(
-            f"omnihub ready api={s.api_url} token_file={token_file} kafka={s.bootstrap} "
+            f"omnihub ready api={s.api_url} console={s.api_url}/console/ "
+            f"token_file={token_file} kafka={s.bootstrap} "
             f"mongo={s.mongo_url} worker=http://{s.host}:{s.worker_port} "
             f"smtp={s.host}:{s.email_smtp_port} inbox={self.inbox} "
             f"data_dir={s.data_dir} pid={os.getpid()} elapsed={elapsed:.1f}"

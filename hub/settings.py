@@ -89,6 +89,10 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(1_048_576, description="larger request bodies get 413")
     public_url: str | None = Field(None, description="URL printed for users; unset = derived")
+    api_outbound_group: str = Field(
+        "omnihub-api-outbound",
+        description="consumer group putting api-channel replies on the customer's timeline",
+    )
 
     # -- router ------------------------------------------------------------------------------
     offer_timeout: float = Field(30.0, gt=0, description="seconds an agent has to accept")

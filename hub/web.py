@@ -156,8 +156,16 @@ def require_role(p: Principal, role: Role) -> Principal:
     return p
 
 
-# login is how an agent gets a token, so it cannot need one
-PUBLIC = {"/healthz", "/metrics", "/api/v1/agents/login"}
+# login is how an agent gets a token, so it cannot need one; the console's static files are
+# the page that logs in (they carry no data: everything the console shows comes through the
+# API). Decided on the route the router matched, never on the raw path ("/console/../api").
+PUBLIC = {"/healthz", "/metrics", "/api/v1/agents/login", "/", "/console"}
+PUBLIC_PREFIXES = ("/console/",)
+
+
+def is_public(route: str) -> bool:
+    """``route``: the canonical pattern of the matched route."""
+    return route in PUBLIC or route.startswith(PUBLIC_PREFIXES)
 
 
 @web.middleware
@@ -167,7 +175,7 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
     route = resource.canonical if resource is not None else "unmatched"
     status = 500
     try:
-        if request.path not in PUBLIC and request.match_info.http_exception is None:
+        if not is_public(route) and request.match_info.http_exception is None:
             request["principal"] = await authenticate(request)
         response = await handler(request)
         status = response.status

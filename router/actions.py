@@ -285,6 +285,8 @@ async def transfer(
         await router.sockets.notify(
             previous, {"type": "conversation.transferred", "conversation_id": conv["_id"]}
         )
+    # a transfer publishes no event of its own: tell the lists (the team's queue) here
+    router.spawn(router.announce([conv["_id"]]))
     router.spawn(router.drain())
     return moved
 

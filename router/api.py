@@ -199,6 +199,24 @@ async def list_agents(request: web.Request) -> web.Response:
     return json_response({"agents": [public(d) for d in docs]})
 
 
+async def directory(request: web.Request) -> web.Response:
+    """Colleagues any agent may see (to transfer to them, to name who has a conversation):
+    id, name, status and teams of active agents; no emails, capacity or load."""
+    principal(request)
+    docs = await agents.list_all(request.app[STORE])
+    people = [
+        {
+            "id": d["_id"],
+            "name": d.get("name"),
+            "status": d.get("status", "offline"),
+            "teams": d.get("teams") or [],
+        }
+        for d in docs
+        if d.get("active", True)
+    ]
+    return json_response({"agents": people})
+
+
 async def me(request: web.Request) -> web.Response:
     agent_id = require_agent(principal(request))
     return json_response(public(await agents.get(request.app[STORE], agent_id)))
@@ -320,7 +338,7 @@ async def stream(request: web.Request) -> web.WebSocketResponse:
     await ws.prepare(request)
     router: Router = request.app[ROUTER]
     await send_json(ws, {"type": "hello", "agent_id": agent_id})
-    await router.connected(agent_id, ws, p.role)
+    await router.connected(agent_id, ws, p.role, p.teams)
     try:
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:
@@ -419,6 +437,7 @@ def routes() -> list[web.RouteDef]:
         web.post("/api/v1/agents", create_agent),
         web.get("/api/v1/agents", list_agents),
         web.get("/api/v1/agents/me", me),
+        web.get("/api/v1/agents/directory", directory),
         web.post("/api/v1/agents/me/presence", presence),
         web.get("/api/v1/agents/stream", stream),
         web.get("/api/v1/agents/offers", list_offers),

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -15,7 +17,7 @@ from hub.web import STORE, ApiError, json_response, principal
 from router import actions
 from router.service import Router
 from router.views import public
-from store import conversations, customers, identities, interactions, notes
+from store import blobs, conversations, customers, identities, interactions, notes
 from store.mongo import Doc, Store
 
 try:  # the identity issue provides merge suggestions
@@ -26,6 +28,7 @@ except ImportError:  # pragma: no cover - depends on what is installed beside th
 ROUTER: web.AppKey[Router] = web.AppKey("router", Router)
 MAX_LIMIT = 200
 SCOPES = ("mine", "offered", "queue", "all")
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def _limit(request: web.Request, default: int = 50) -> int:
@@ -89,8 +92,20 @@ async def list_conversations(request: web.Request) -> web.Response:
         for key in ("state", "assignee", "team", "channel", "customer_id"):
             if key in request.query:
                 query[key] = request.query[key]
-    docs = await conversations.listing(request.app[STORE], query, limit)
-    return json_response({"conversations": [public(d) for d in docs]})
+    store = request.app[STORE]
+    docs = await conversations.listing(store, query, limit)
+    # the customer's name for each row (a list of ids means nothing to an agent)
+    ids = list({d["customer_id"] for d in docs})
+    names = {
+        c["_id"]: c.get("display_name")
+        async for c in store.customers.find({"_id": {"$in": ids}}, {"display_name": 1})
+    }
+    items = []
+    for d in docs:
+        item = public(d) or {}
+        item["customer_name"] = names.get(d["customer_id"])
+        items.append(item)
+    return json_response({"conversations": items})
 
 
 async def _signals(store: Store, customer_ids: list[str]) -> list[Doc]:
@@ -172,10 +187,48 @@ async def list_notes(request: web.Request) -> web.Response:
     return json_response({"notes": [public(d) for d in docs]})
 
 
+async def attachment(request: web.Request) -> web.Response:
+    """The bytes of an attachment on the customer's timeline, for whoever may see the
+    conversation. Always a download (``attachment``, octet-stream, sandboxed): an HTML or SVG
+    file from a customer never runs in the console's origin."""
+    conv = await _visible(request)
+    sha = request.match_info["sha256"]
+    if not SHA256.match(sha):
+        raise ApiError(400, "invalid_field", "sha256: 64 lower-case hex digits", "sha256")
+    store = request.app[STORE]
+    cust = await customers.get(store, conv["customer_id"])
+    ids = list({conv["customer_id"], cust["_id"] if cust else conv["customer_id"]})
+    doc = await store.interactions.find_one(
+        {"customer_id": {"$in": ids}, "attachments.sha256": sha}, {"attachments": 1}
+    )
+    att = next((a for a in (doc or {}).get("attachments") or [] if a.get("sha256") == sha), None)
+    if att is None:
+        raise ApiError(404, "not_found", "attachment not found")
+    if att.get("omitted"):
+        raise ApiError(404, "not_stored", f"not stored on its own: {att['omitted']}")
+    data = await blobs.get(store, att["ref"])
+    if data is None:
+        raise ApiError(404, "not_found", "attachment bytes not found")
+    name = str(att.get("name") or "attachment")
+    fallback = re.sub(r"[^A-Za-z0-9._-]", "_", name)[:100] or "attachment"
+    return web.Response(
+        body=data,
+        headers={
+            "Content-Type": "application/octet-stream",
+            "Content-Disposition": f'attachment; filename="{fallback}"; '
+            f"filename*=UTF-8''{quote(name[:200], safe='')}",
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "default-src 'none'; sandbox",
+            "Cache-Control": "private, no-store",
+        },
+    )
+
+
 def routes() -> list[web.RouteDef]:
     return [
         web.get("/api/v1/conversations", list_conversations),
         web.get("/api/v1/conversations/{conversation_id}", get_conversation),
         web.get("/api/v1/conversations/{conversation_id}/context", conversation_context),
         web.get("/api/v1/conversations/{conversation_id}/notes", list_notes),
+        web.get("/api/v1/conversations/{conversation_id}/attachments/{sha256}", attachment),
     ]

@@ -49,6 +49,14 @@ DECISION = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 ROUTED_TYPES = {c.CONVERSATION_OPENED, c.CONVERSATION_REOPENED}
+# events after which a conversation may move in someone's list (console live updates)
+CHANGE_TYPES = {
+    c.CONVERSATION_OPENED,
+    c.CONVERSATION_REOPENED,
+    c.CONVERSATION_ASSIGNED,
+    c.CONVERSATION_RESOLVED,
+    c.INTERACTION_RECORDED,
+}
 SOURCE = "/omnihub/router"
 RESERVE_ROUNDS = 4
 MAX_CANDIDATES = 8
@@ -220,6 +228,8 @@ class Router:
         """Route the conversations opened or reopened, push new messages to their agents."""
         to_route: list[str] = []
         recorded: list[Any] = []
+        statuses: list[Any] = []
+        changed: list[str] = []
         for raw in raws:
             if raw is None:
                 continue
@@ -236,13 +246,56 @@ class Router:
                 to_route.append(event.data.conversation_id)
             elif event.type == c.INTERACTION_RECORDED and event.data.conversation_id:
                 recorded.append(event.data)
+            elif event.type == c.REPLY_STATUS:
+                statuses.append(event.data)
+            if event.type in CHANGE_TYPES and event.data.conversation_id:
+                changed.append(event.data.conversation_id)
         if to_route:
             # the new ones first: older waiting ones exist only while nobody with room can
             # take them, and the drain after covers those
             await self.route_many(to_route)
             self.spawn(self.drain())
-        if recorded and self.sockets.connected():
-            await self._push_messages(recorded)
+        if self.sockets.connected():
+            if recorded:
+                await self._push_messages(recorded)
+            if statuses:
+                await self._push_statuses(statuses)
+            await self.announce(changed)
+
+    async def announce(self, conversation_ids: Iterable[str]) -> None:
+        """Tell the connected agents who may list these conversations that they changed
+        (opened, new message, assigned, transferred, resolved); their consoles read their
+        lists again. Only the id and state travel: what else they see, the API decides."""
+        ids = list(dict.fromkeys(conversation_ids))
+        if not ids or not self.sockets.connected():
+            return
+        for conv in (await conversations.get_many(self.store, ids)).values():
+            payload = {
+                "type": "conversation.changed",
+                "conversation_id": conv["_id"],
+                "state": conv.get("state"),
+            }
+            for agent_id in self.sockets.watchers(conv):
+                await self.sockets.notify(agent_id, payload)
+
+    async def _push_statuses(self, statuses: list[Any]) -> None:
+        """Delivery outcome of replies (sent, retrying, failed with the reason) to the agent
+        who has the conversation."""
+        convs = await conversations.get_many(
+            self.store, list({s.conversation_id for s in statuses})
+        )
+        for s in statuses:
+            agent = (convs.get(s.conversation_id) or {}).get("assignee")
+            await self.sockets.notify(
+                agent,
+                {
+                    "type": "reply.status",
+                    "conversation_id": s.conversation_id,
+                    "reply_id": s.reply_id,
+                    "status": s.status,
+                    "error": s.error,
+                },
+            )
 
     async def _push_messages(self, recorded: list[Any]) -> None:
         convs = await conversations.get_many(
@@ -741,8 +794,10 @@ class Router:
         else:
             await self.withdraw_offers(agent_id)
 
-    async def connected(self, agent_id: str, ws: Socket, role: str = "agent") -> None:
-        if self.sockets.add(agent_id, role, ws):
+    async def connected(
+        self, agent_id: str, ws: Socket, role: str = "agent", teams: tuple[str, ...] = ()
+    ) -> None:
+        if self.sockets.add(agent_id, role, ws, teams):
             await agents.set_status(self.store, agent_id, "online", c.utcnow())
         for offer in await offers.pending_for(self.store, agent_id):
             await send_json(ws, {"type": "offer", "offer": await self.describe(offer)})

@@ -12,6 +12,9 @@ from collections import defaultdict
 from typing import Any, Protocol
 
 from hub.web import dumps
+from store.mongo import Doc
+
+LEADS = ("supervisor", "admin")
 
 
 class Socket(Protocol):
@@ -33,12 +36,14 @@ class Sockets:
     def __init__(self) -> None:
         self.by_agent: dict[str, set[Socket]] = defaultdict(set)
         self.roles: dict[str, str] = {}
+        self.teams: dict[str, frozenset[str]] = {}  # as they were when the socket opened
 
-    def add(self, agent_id: str, role: str, ws: Socket) -> bool:
+    def add(self, agent_id: str, role: str, ws: Socket, teams: tuple[str, ...] = ()) -> bool:
         """Register a socket; True if it is the agent's first."""
         first = not self.by_agent.get(agent_id)
         self.by_agent[agent_id].add(ws)
         self.roles[agent_id] = role
+        self.teams[agent_id] = frozenset(teams)
         return first
 
     def remove(self, agent_id: str, ws: Socket) -> bool:
@@ -51,6 +56,7 @@ class Sockets:
             return False
         del self.by_agent[agent_id]
         self.roles.pop(agent_id, None)
+        self.teams.pop(agent_id, None)
         return True
 
     def connected(self) -> list[str]:
@@ -67,5 +73,16 @@ class Sockets:
 
     async def notify_supervisors(self, payload: dict[str, Any], skip: str | None = None) -> None:
         for agent_id, role in list(self.roles.items()):
-            if role in ("supervisor", "admin") and agent_id != skip:
+            if role in LEADS and agent_id != skip:
                 await self.notify(agent_id, payload)
+
+    def watchers(self, conv: Doc) -> set[str]:
+        """Connected agents whose conversation lists may hold ``conv``: supervisors, the agents
+        it is or was with, and the members of its team (whose queue it may be in)."""
+        mine = (conv.get("assignee"), conv.get("offer_agent"), conv.get("last_agent"))
+        out = {a for a in mine if a and a in self.by_agent}
+        team = conv.get("team")
+        for agent_id, role in self.roles.items():
+            if role in LEADS or (team and team in self.teams.get(agent_id, ())):
+                out.add(agent_id)
+        return out

@@ -1,8 +1,152 @@
 """Outbound on the ``api`` channel: replies are published on ``omnihub.outbound.api.v1`` for
-the pushing system to consume; there is no peer to deliver to, so nothing is sent from here."""
+the pushing system to consume. That topic *is* the delivery (there is no peer to send to), so
+the recorder here does what every channel's sender does once its peer accepted a reply: it
+puts the sent copy on the inbound topic (``direction="out"``), and the reply lands on the
+customer's timeline for the agent and the next agent to see.
+
+Verification codes (conversation ``verification:…``) are not recorded: an agent who could
+read the code could confirm an identifier on the customer's behalf.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import contextlib
+import logging
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client import Counter
+
+from connectors.base import inbound_key
+from hub.settings import Settings
+from pipeline import contract as c
 from pipeline import topics
+from pipeline.publish import Publisher, Record
+
+log = logging.getLogger("omnihub.api.send")
 
 OUTBOUND_TOPIC = topics.outbound("api")
+SOURCE = "/omnihub/connectors/api"
+RECORDED = Counter("omnihub_api_replies_recorded_total", "api-channel replies", ["outcome"])
+
+
+def sent_copy(reply: c.Reply) -> c.Message | None:
+    """The timeline entry of a reply, or None for what is not recorded (verifications)."""
+    if reply.conversation_id.startswith("verification:") or not reply.to:
+        return None
+    kind, _, value = reply.to[0].partition(":")
+    return c.Message(
+        channel="api",
+        direction="out",
+        account=reply.account,
+        source_id=f"omnihub-reply:{reply.reply_id}",
+        sender=[c.Identifier(kind=kind, value=value)],  # type: ignore[arg-type]
+        display_name=None,
+        thread=reply.thread,
+        occurred_at=reply.requested_at,
+        subject=reply.subject,
+        text=reply.text,
+        html=reply.html,
+        attachments=list(reply.attachments),
+        kind="message",
+        quoted_text=None,
+        in_reply_to=None,
+    )
+
+
+def records_for(value: bytes, partition: int, offset: int) -> tuple[str, list[Record]]:
+    """What one outbound record becomes: (outcome, records to publish). Pure."""
+    try:
+        reply: c.Reply = c.parse_event(value, expect=c.REPLY_REQUESTED).data
+        copy = sent_copy(reply)
+    except (c.ContractError, ValueError) as exc:
+        letter = c.DeadLetter(
+            stage="api.send",
+            error=str(exc)[:2000],
+            topic=OUTBOUND_TOPIC,
+            partition=partition,
+            offset=offset,
+            value_b64=base64.b64encode(value).decode(),
+            failed_at=c.utcnow(),
+        )
+        event = c.envelope(
+            c.MESSAGE_DEADLETTERED,
+            letter,
+            id=c.deterministic_id(OUTBOUND_TOPIC, str(partition), str(offset), "dead"),
+            source=SOURCE,
+            subject=f"{OUTBOUND_TOPIC}/{partition}/{offset}",
+        )
+        return "dead", [Record(topics.DEADLETTER, None, event.to_json())]
+    if copy is None:
+        return "skipped", []
+    event = c.message_event(copy, source=SOURCE, time=reply.requested_at)  # replays: same bytes
+    return "recorded", [Record(topics.INBOUND, inbound_key(copy), event.to_json())]
+
+
+class ReplyRecorder:
+    """Consumes the api outbound topic with its own group; commits after publishing."""
+
+    def __init__(self, publisher: Publisher, settings: Settings) -> None:
+        self.publisher = publisher
+        self.settings = settings
+        self.consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        self.consumer = AIOKafkaConsumer(
+            OUTBOUND_TOPIC,
+            bootstrap_servers=s.bootstrap,
+            group_id=s.api_outbound_group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=int(s.kafka_session_timeout * 1000),
+            heartbeat_interval_ms=int(s.kafka_heartbeat_interval * 1000),
+            fetch_max_wait_ms=100,
+            client_id="omnihub-api-send",
+        )
+        await self.consumer.start()
+        self._task = asyncio.create_task(self._run(), name="api-send")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        if self.consumer is not None:
+            await self.consumer.stop()
+
+    async def _run(self) -> None:
+        assert self.consumer is not None
+        while True:
+            try:
+                batch = await self.consumer.getmany(timeout_ms=1000, max_records=200)
+                for tp, items in batch.items():
+                    try:
+                        await self._handle(tp, items)
+                    except Exception:
+                        self.consumer.seek(tp, items[0].offset)  # the batch comes again
+                        raise
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Kafka away: nothing committed, retried after a pause
+                log.warning("api.send_retry error=%s", exc)
+                await asyncio.sleep(1.0)
+
+    async def _handle(self, tp: TopicPartition, items: list[Any]) -> None:
+        assert self.consumer is not None
+        out: list[Record] = []
+        outcomes: list[str] = []
+        for item in items:
+            if item.value is None:
+                continue
+            outcome, records = records_for(item.value, item.partition, item.offset)
+            outcomes.append(outcome)
+            out += records
+        if out:
+            await self.publisher.publish(out)
+        await self.consumer.commit({tp: items[-1].offset + 1})
+        for outcome in outcomes:
+            RECORDED.labels(outcome).inc()
