@@ -11,7 +11,7 @@ ARGS   ?=
 PYTEST_ARGS ?=
 
 # Debian packages the test peers need (none yet for the spine; channel issues add theirs).
-APT_TEST_PACKAGES ?= postfix dovecot-imapd dovecot-lmtpd swaks
+APT_TEST_PACKAGES ?= postfix dovecot-imapd dovecot-lmtpd swaks chromium
 
 .PHONY: run test test-unit test-integration bench bench-routing bench-email lint typecheck schemas clean help
 
