@@ -220,6 +220,7 @@ class Router:
         """Route the conversations opened or reopened, push new messages to their agents."""
         to_route: list[str] = []
         recorded: list[Any] = []
+        typing: list[c.Typing] = []
         for raw in raws:
             if raw is None:
                 continue
@@ -236,6 +237,8 @@ class Router:
                 to_route.append(event.data.conversation_id)
             elif event.type == c.INTERACTION_RECORDED and event.data.conversation_id:
                 recorded.append(event.data)
+            elif event.type == c.CONVERSATION_TYPING and event.data.who == "visitor":
+                typing.append(event.data)
         if to_route:
             # the new ones first: older waiting ones exist only while nobody with room can
             # take them, and the drain after covers those
@@ -243,6 +246,30 @@ class Router:
             self.spawn(self.drain())
         if recorded and self.sockets.connected():
             await self._push_messages(recorded)
+        if typing and self.sockets.connected():
+            await self._push_typing(typing)
+
+    async def _push_typing(self, signals: list[c.Typing]) -> None:
+        """A visitor typing → ``{"type": "typing", "who": "visitor", …}`` to the agent who holds
+        (or is offered) the conversation. Only the latest state per conversation is sent."""
+        latest = {t.conversation_id: t for t in signals if t.conversation_id}
+        convs = await conversations.get_many(self.store, list(latest))
+        for conv_id, t in latest.items():
+            conv = convs.get(conv_id) or {}
+            agent = conv.get("assignee") or conv.get("offer_agent")
+            if self.sockets.has(agent):
+                await self.sockets.notify(
+                    agent,
+                    {
+                        "type": "typing",
+                        "conversation_id": conv_id,
+                        "customer_id": conv.get("customer_id"),
+                        "channel": t.channel,
+                        "who": "visitor",
+                        "state": t.state,
+                        "at": t.at,
+                    },
+                )
 
     async def _push_messages(self, recorded: list[Any]) -> None:
         convs = await conversations.get_many(
