@@ -240,7 +240,7 @@ class Settings(BaseSettings):
         "omnihub-webchat-outbound", description="consumer group recording agent replies"
     )
     webchat_max_connections_per_ip: int = Field(
-        50, ge=1, description="open chat sockets one address may hold (more get HTTP 429)"
+        100, ge=1, description="open chat sockets one address may hold (more get HTTP 429)"
     )
     webchat_send_queue: int = Field(
         64, ge=1, description="frames queued for one socket; a reader this far behind is dropped"
@@ -327,7 +327,13 @@ class Settings(BaseSettings):
     def resolve_webchat_visitor_key(self) -> bytes:
         """The key signing visitor tokens: setting, key file, or one created in the data dir."""
         if self.webchat_visitor_key is not None:
-            return self.webchat_visitor_key.get_secret_value().encode()
+            key = self.webchat_visitor_key.get_secret_value().strip()
+            if len(key) < 16:
+                raise ValueError(
+                    "OMNIHUB_WEBCHAT_VISITOR_KEY is shorter than 16 characters; make one with "
+                    "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+                )
+            return key.encode()
         path = self.webchat_visitor_key_file or self.data_dir / "webchat-visitor-key"
         if path.exists():
             key = path.read_text().strip()

@@ -223,7 +223,6 @@ async def _file(connector: WebchatConnector, request: web.Request) -> web.Respon
     if (
         not SHA256.match(sha)
         or inbox not in connector.inboxes
-        or type_ not in UPLOADABLE
         or not connector.signer.file_ok(inbox, visitor_id, sha, type_, sig)
     ):
         return error_response(403, "forbidden", "this link is not valid")
@@ -234,10 +233,13 @@ async def _file(connector: WebchatConnector, request: web.Request) -> web.Respon
     if data is None:
         return error_response(404, "not_found", "file not found")
     name = clean_filename(q.get("n"))
-    disposition = "inline" if type_.startswith("image/") else "attachment"
+    # only the types uploads are checked for are shown as themselves (an agent's attachment
+    # of another type is a download, never something the browser would run)
+    shown = type_ if type_ in UPLOADABLE else "application/octet-stream"
+    disposition = "inline" if shown.startswith("image/") else "attachment"
     return web.Response(
         body=data,
-        content_type=type_,
+        content_type=shown,
         headers={
             "Content-Disposition": f"{disposition}; filename*=UTF-8''{quote(name)}",
             "X-Content-Type-Options": "nosniff",
