@@ -101,9 +101,19 @@ class Agent:
         self.http, self.headers = http, headers
         self.ws: aiohttp.ClientWebSocketResponse | None = None
         self.pushes: list[dict[str, Any]] = []
+        self.taken: set[int] = set()
 
     async def next(self, kind: str, timeout: float = 20.0, **match: Any) -> dict[str, Any]:
+        """The first push of ``kind`` (with ``match``) not returned before, waiting for it."""
         assert self.ws is not None
+
+        def fits(push: dict[str, Any]) -> bool:
+            return push.get("type") == kind and all(push.get(k) == v for k, v in match.items())
+
+        for n, push in enumerate(self.pushes):
+            if n not in self.taken and fits(push):
+                self.taken.add(n)
+                return push
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -111,7 +121,8 @@ class Agent:
             except TimeoutError:
                 break
             self.pushes.append(push)
-            if push.get("type") == kind and all(push.get(k) == v for k, v in match.items()):
+            if fits(push):
+                self.taken.add(len(self.pushes) - 1)
                 return push
         raise AssertionError(f"no {kind} {match} pushed within {timeout}s; got {self.pushes}")
 
@@ -231,6 +242,19 @@ async def test_a_visitor_chats_with_an_agent_in_persian_across_reload_and_offlin
         await page.wait_for_selector(f"{W} .y:has-text('پشتیبان در حال نوشتن است')", timeout=10000)
         await page.locator(f"{W} textarea").fill("")
         async with agent.http.post(
+            f"/api/v1/conversations/{conv}/typing", json={"state": "stop"}, headers=agent.headers
+        ) as r:
+            assert r.status == 202 and (await r.json()) == {"sent": True}
+        await page.wait_for_function(
+            "() => document.querySelector('#omnihub-chat').shadowRoot"
+            ".querySelector('.y').textContent === ''",
+            timeout=10000,
+        )
+        async with agent.http.post(
+            f"/api/v1/conversations/{conv}/typing", json={"state": "maybe"}, headers=agent.headers
+        ) as r:
+            assert r.status == 400 and (await r.json())["error"]["field"] == "state"
+        async with agent.http.post(
             f"/api/v1/conversations/{conv}/reply", json={"text": ANSWER}, headers=agent.headers
         ) as r:
             assert r.status == 202, await r.text()
@@ -251,8 +275,11 @@ async def test_a_visitor_chats_with_an_agent_in_persian_across_reload_and_offlin
             timeout=10000,
         )
         await page.screenshot(path=str(ARTIFACTS / "webchat-fa.png"))
-        # a reload keeps the chat (from the server's history)
+        # a reload keeps the chat: with the widget's local copy gone, from the server's history
+        image_id = await page.locator(f"{W} .m.in[data-id]:has(img)").get_attribute("data-id")
         await agent.next("message", conversation_id=conv, direction="out")
+        await agent.next("message", conversation_id=conv, interaction_id=image_id)
+        await page.evaluate("localStorage.removeItem('omnihub:default:cache')")
         await page.reload()
         await page.locator(f"{W} .l").click()
         await page.wait_for_selector(f'{W} .w[data-status="online"]', timeout=20000)

@@ -168,12 +168,16 @@
     } else if (f.type === "pong") {
       pongDue = 0;
     } else if (f.type === "history") {
-      var stored = {};
+      var stored = {}, ids = {}, last = f.items.length ? f.items[f.items.length - 1].at : "";
       clearLog();
-      f.items.forEach(function (it) { render(it); if (it.client_id) stored[it.client_id] = true; });
+      f.items.forEach(function (it) { render(it); ids[it.id] = true; if (it.client_id) stored[it.client_id] = true; });
+      // acked moments ago but not on the timeline yet (the pipeline is a little behind): keep
+      // showing them; older ones missing from the history are simply beyond its window
+      var pendingIngest = state.cache.filter(function (it) { return it.id && !ids[it.id] && it.at && it.at > last; });
+      pendingIngest.forEach(render);
       // stored already (its ack was lost): never send it again
       state.outbox = state.outbox.filter(function (m) { return !stored[m.client_id]; });
-      state.cache = f.items.slice(-50);
+      state.cache = f.items.concat(pendingIngest).slice(-50);
       state.outbox.forEach(function (m) { render(pending(m)); });
       persist(); greet(); flush();
     } else if (f.type === "ack") {
