@@ -102,12 +102,14 @@ async def chat(tmp_path: Path, mongo_url: str) -> AsyncIterator[Chat]:
         Signer(settings.resolve_webchat_visitor_key()),
     )
     await connector.start()
-    yield Chat(settings, store, publisher, broker, connector, tmp_path)
+    chat = Chat(settings, store, publisher, broker, connector, tmp_path)
+    yield chat
     await connector.stop()
     await publisher.stop()
     await store.client.drop_database(db)
     await store.close()
     broker.stop()
+    chat.broker.stop()  # a test may have restarted it
     del os.environ["OMNIHUB_TEST_SHOP_SECRET"]
 
 
