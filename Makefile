@@ -11,7 +11,7 @@ ARGS   ?=
 PYTEST_ARGS ?=
 
 # Debian packages the test peers need (none yet for the spine; channel issues add theirs).
-# chromium: the agent console's browser tests (Playwright drives /usr/bin/chromium).
+# chromium: the browser tests (console, web chat widget) drive /usr/bin/chromium.
 APT_TEST_PACKAGES ?= postfix dovecot-imapd dovecot-lmtpd swaks chromium
 
 .PHONY: run test test-unit test-integration bench bench-routing bench-email lint typecheck schemas clean help

@@ -5,10 +5,12 @@ from __future__ import annotations
 from connectors.api import ApiConnector
 from connectors.base import Connector
 from connectors.email import EmailConnector
+from connectors.webchat import WebchatConnector
 
 CONNECTORS: dict[str, type[Connector]] = {
     ApiConnector.channel: ApiConnector,
     EmailConnector.channel: EmailConnector,
+    WebchatConnector.channel: WebchatConnector,
 }
 
 

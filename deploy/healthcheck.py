@@ -8,6 +8,7 @@ Installed in the image as /usr/local/bin/omnihub-healthcheck and used by its HEA
     omnihub-healthcheck api        # OMNIHUB_API_PORT (8400)
     omnihub-healthcheck worker     # OMNIHUB_WORKER_PORT (8401)
     omnihub-healthcheck email      # OMNIHUB_EMAIL_HEALTH_PORT (8402; set it, it has no default)
+    omnihub-healthcheck webchat    # OMNIHUB_WEBCHAT_PORT (8405)
     omnihub-healthcheck 8401       # an explicit port
 
 A container running a one-shot command (`omnihub init`, `omnihub doctor`, `--help`) has no
@@ -26,6 +27,7 @@ SERVICES = {
     "api": ("OMNIHUB_API_PORT", 8400),
     "worker": ("OMNIHUB_WORKER_PORT", 8401),
     "email": ("OMNIHUB_EMAIL_HEALTH_PORT", 8402),  # `omnihub connector email`
+    "webchat": ("OMNIHUB_WEBCHAT_PORT", 8405),  # `omnihub connector webchat`
 }
 TIMEOUT_S = 4.0
 

@@ -58,6 +58,9 @@ def stack_options(fn: Any) -> Any:
         click.option(
             "--smtp-port", "email_smtp_port", type=int, help="inbound SMTP port of email [2525]"
         ),
+        click.option(
+            "--webchat-port", type=int, help="web chat widget/WebSocket port [8405]"
+        ),
         click.option("--partitions", type=int, help="partitions of created topics [4]"),
         click.option("--log-level", help="debug|info|warning [info]"),
     ]
@@ -175,6 +178,23 @@ def connector_email(**opts: Any) -> None:
     try:
         asyncio.run(serve(settings))
     except (ConfigError, OSError, RuntimeError) as exc:
+        _fail(exc)
+
+
+@connector.command("webchat", epilog=EPILOG)
+@stack_options
+def connector_webchat(**opts: Any) -> None:
+    """The web chat channel: the widget script, its WebSocket, uploads and a demo page; agent
+    replies pushed live. Inboxes: OMNIHUB_WEBCHAT_INBOXES or OMNIHUB_WEBCHAT_INBOXES_FILE
+    (unset: one inbox 'default' for pages on this machine)."""
+    settings = _settings(**opts)
+    _logging(settings.log_level)
+    from connectors.webchat.config import ConfigError
+    from connectors.webchat.service import serve
+
+    try:
+        asyncio.run(serve(settings))
+    except (ConfigError, OSError, RuntimeError, ValueError) as exc:
         _fail(exc)
 
 

@@ -2,8 +2,8 @@
 
 Children, in start order: localbucket (disk-backed S3 holding the broker's data), tansu
 (Kafka-compatible broker, s3 storage → durable), SecantusDB (MongoDB-compatible server), then
-the pipeline worker, the API service and the email connector (all `omnihub`
-itself). See INFRA.md for why these.
+the pipeline worker, the API service, the email connector and the web chat connector (all
+`omnihub` itself). See INFRA.md for why these.
 """
 
 from __future__ import annotations
@@ -155,6 +155,7 @@ class EmbeddedStack:
         )
         self.sup.on_event = lambda line: self.out(f"omnihub: {line}")
         self.inbox = s.email_address
+        self.webchat_inbox = "default"
 
     def preflight(self) -> dict[str, Path]:
         s = self.settings
@@ -168,8 +169,10 @@ class EmbeddedStack:
             (s.api_port, "API", "--api-port"),
             (s.worker_port, "worker health", "--worker-port"),
             (s.email_smtp_port, "SMTP (email)", "--smtp-port"),
+            (s.webchat_port, "web chat", "--webchat-port"),
         ]
         self.inbox = self._email_inbox()
+        self.webchat_inbox = self._webchat_inbox()
         if s.embedded_kafka:
             ports += [(s.kafka_port, "Kafka", "--kafka-port"), (s.s3_port, "S3", "--s3-port")]
         if s.embedded_mongo:
@@ -267,7 +270,7 @@ class EmbeddedStack:
                 ready=http_probe(f"http://{s.host}:{s.worker_port}/healthz"),
             ),
         )
-        # the API and the email connector need only Kafka and MongoDB: start them together
+        # the API and the connectors need only Kafka and MongoDB: start them together
         await asyncio.gather(
             self._step(
                 "api",
@@ -289,6 +292,16 @@ class EmbeddedStack:
                     ready=tcp_probe(s.host, s.email_smtp_port),
                 ),
             ),
+            self._step(
+                "webchat",
+                ChildSpec(
+                    name="webchat",
+                    argv=[*me, "connector", "webchat"],
+                    env=env,
+                    stop_group=3,
+                    ready=http_probe(f"http://{s.host}:{s.webchat_port}/healthz"),
+                ),
+            ),
         )
         return time.monotonic() - t0
 
@@ -301,6 +314,16 @@ class EmbeddedStack:
             return configured_inboxes(self.settings)[0].address
         except ConfigError as exc:
             raise HubError(f"email configuration: {exc}") from None
+
+    def _webchat_inbox(self) -> str:
+        """The web chat inbox shown to the user; a broken configuration fails here, at once."""
+        from connectors.webchat.config import ConfigError
+        from connectors.webchat.service import configured_inboxes
+
+        try:
+            return configured_inboxes(self.settings)[0].id
+        except ConfigError as exc:
+            raise HubError(f"web chat configuration: {exc}") from None
 
     async def _timed(self, what: str, step: Callable[[], object]) -> None:
         t = time.monotonic()
@@ -339,6 +362,10 @@ class EmbeddedStack:
         self.out(f"  api     {s.api_url}   (token in {token_file})")
         self.out(f"  console {s.api_url}/console/   (agents log in with their email)")
         self.out(f"  email   smtp://{s.host}:{s.email_smtp_port}   inbox {self.inbox}")
+        self.out(
+            f"  webchat {s.webchat_url}/demo   (widget {s.webchat_url}/widget.js, "
+            f"inbox {self.webchat_inbox})"
+        )
         self.out(f"  logs    {s.data_dir / 'logs'}/")
         self.out("Try it:")
         self.out(
@@ -357,12 +384,18 @@ class EmbeddedStack:
             f"smtplib.SMTP('{s.host}', {s.email_smtp_port}).sendmail('you@example.com', "
             f"['{self.inbox}'], sys.stdin.buffer.read())\")"
         )
+        self.out(
+            f"  open {s.webchat_url}/demo in a browser and chat; on your own page: "
+            f'<script src="{s.webchat_url}/widget.js" data-inbox="{self.webchat_inbox}" '
+            "async></script>"
+        )
         self.out("Ctrl-C stops everything.")
         self.out(
             f"omnihub ready api={s.api_url} console={s.api_url}/console/ "
             f"token_file={token_file} kafka={s.bootstrap} "
             f"mongo={s.mongo_url} worker=http://{s.host}:{s.worker_port} "
             f"smtp={s.host}:{s.email_smtp_port} inbox={self.inbox} "
+            f"webchat={s.webchat_url} "
             f"data_dir={s.data_dir} pid={os.getpid()} elapsed={elapsed:.1f}"
         )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import secrets
 from pathlib import Path
 from typing import Annotated
@@ -220,6 +221,52 @@ class Settings(BaseSettings):
     )
     email_imap_batch: int = Field(200, ge=1, description="IMAP messages fetched per step")
 
+    # -- web chat channel (`omnihub connector webchat`; see README, Web chat) ---------------
+    webchat_port: int = Field(8405, description="web chat: widget, WebSocket, uploads, demo")
+    webchat_public_url: str | None = Field(
+        None, description="URL browsers reach the web chat connector at; unset = derived"
+    )
+    webchat_inboxes: str | None = Field(
+        None,
+        description="web chat inboxes as a JSON list of objects (id, allowed_origins, team, "
+        "secret_env/secret_file, limits); unset = one inbox 'default' for local pages",
+    )
+    webchat_inboxes_file: Path | None = Field(
+        None, description="web chat inboxes in a TOML ([[inbox]] tables) or JSON file"
+    )
+    webchat_visitor_key: SecretStr | None = Field(
+        None,
+        description="key signing visitor tokens and file links; every replica needs the same "
+        "one; unset = webchat_visitor_key_file, else a key file in the data dir",
+    )
+    webchat_visitor_key_file: Path | None = Field(None, description="file holding that key")
+    webchat_outbound_group: str = Field(
+        "omnihub-webchat-outbound", description="consumer group recording agent replies"
+    )
+    webchat_max_connections_per_ip: int = Field(
+        100, ge=1, description="open chat sockets one address may hold (more get HTTP 429)"
+    )
+    webchat_send_queue: int = Field(
+        64, ge=1, description="frames queued for one socket; a reader this far behind is dropped"
+    )
+    webchat_heartbeat: float = Field(
+        25.0, gt=0, description="WebSocket ping interval, s; a socket silent for long is closed"
+    )
+    webchat_ack_timeout: float = Field(
+        10.0, gt=0, description="longest wait for Kafka before telling the widget to retry, s"
+    )
+    webchat_history_limit: int = Field(
+        100, ge=0, le=1000, description="messages of a visitor's history sent on (re)connect"
+    )
+    webchat_max_frame_bytes: int = Field(
+        262_144, ge=4096, description="a larger WebSocket frame closes the socket (1009)"
+    )
+    webchat_forwarded_for: bool = Field(
+        False,
+        description="take the visitor's address from X-Forwarded-For (only behind your own "
+        "proxy, which must set it)",
+    )
+
     # -- embedded supervisor -----------------------------------------------------------------
     ready_timeout: float = Field(60.0, description="seconds to wait for the stack to be ready")
     stop_timeout: float = Field(8.0, description="seconds to wait for all children to stop")
@@ -276,6 +323,43 @@ class Settings(BaseSettings):
     @property
     def api_url(self) -> str:
         return self.public_url or f"http://{self.host}:{self.api_port}"
+
+    @property
+    def webchat_url(self) -> str:
+        return (self.webchat_public_url or f"http://{self.host}:{self.webchat_port}").rstrip("/")
+
+    def resolve_webchat_visitor_key(self) -> bytes:
+        """The key signing visitor tokens: setting, key file, or one created in the data dir."""
+        if self.webchat_visitor_key is not None:
+            key = self.webchat_visitor_key.get_secret_value().strip()
+            if len(key) < 16:
+                raise ValueError(
+                    "OMNIHUB_WEBCHAT_VISITOR_KEY is shorter than 16 characters; make one with "
+                    "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+                )
+            return key.encode()
+        path = self.webchat_visitor_key_file or self.data_dir / "webchat-visitor-key"
+        if path.exists():
+            key = path.read_text().strip()
+            if len(key) < 16:
+                raise ValueError(f"{path}: the web chat visitor key is shorter than 16 characters")
+            return key.encode()
+        if self.webchat_visitor_key_file is not None:
+            raise FileNotFoundError(f"web chat visitor key file {path} does not exist")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # written whole under another name, then linked: two processes starting at once agree
+        # on one key, and nobody ever reads a half-written file
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(32) + "\n")
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+        return path.read_text().strip().encode()
 
     @property
     def token_file(self) -> Path:

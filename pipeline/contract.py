@@ -47,6 +47,7 @@ CONVERSATION_REOPENED = "omnihub.conversation.reopened.v1"
 SIGNAL_RAISED = "omnihub.signal.raised.v1"
 REPLY_REQUESTED = "omnihub.reply.requested.v1"
 REPLY_STATUS = "omnihub.reply.status.v1"
+CONVERSATION_TYPING = "omnihub.conversation.typing.v1"
 
 
 def _aware(value: datetime) -> datetime:
@@ -252,6 +253,28 @@ class ReplyStatus(_Frozen):
     at: AwareDatetime
 
 
+class Typing(_Frozen):
+    """Someone is typing (or stopped): a lightweight, ephemeral signal with no stored effect.
+
+    A visitor's typing goes on the customer-event stream (the router pushes it to the agent
+    holding the conversation); an agent's typing goes on ``omnihub.outbound.<channel>.v1`` for
+    the channel's connector to show to the customer. Consumers may drop these freely.
+    """
+
+    conversation_id: str | None = None
+    customer_id: str | None = None
+    channel: Channel
+    account: str
+    thread: str
+    who: Literal["visitor", "agent"]
+    state: Literal["start", "stop"]
+    identifier: str | None = Field(
+        None, description="the customer's normalised identifier on the channel (webchat:…)"
+    )
+    agent_id: str | None = None
+    at: AwareDatetime
+
+
 class DeadLetter(_Frozen):
     """A record that could not be processed, kept whole so it can be replayed."""
 
@@ -280,6 +303,7 @@ DATA_TYPES: dict[str, type[_Frozen]] = {
     SIGNAL_RAISED: SignalRaised,
     REPLY_REQUESTED: Reply,
     REPLY_STATUS: ReplyStatus,
+    CONVERSATION_TYPING: Typing,
 }
 
 D = TypeVar("D")

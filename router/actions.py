@@ -162,6 +162,52 @@ async def reply(
     return out
 
 
+# ---------------------------------------------------------------------------- typing
+TYPING_CHANNELS = frozenset({"webchat"})
+
+
+async def typing(router: Router, p: Principal, conversation_id: str, state: str) -> bool:
+    """The handling agent is typing (``start``) or stopped (``stop``): a signal for the
+    channel's connector to show the customer. False when the channel has no such thing."""
+    conv = await visible(router, p, conversation_id)
+    _require_active(conv)
+    _require_handler(p, conv)
+    if conv["channel"] not in TYPING_CHANNELS:
+        return False
+    kind = RECIPIENT_KIND[conv["channel"]]
+    last = await router.store.interactions.find_one(
+        {"conversation_id": conv["_id"], "direction": "in"}, {"sender": 1},
+        sort=[("occurred_at", -1)],
+    )
+    to = [i for i in (last or {}).get("sender") or [] if i.startswith(kind)]
+    if not to:
+        return False
+    now = c.utcnow()
+    data = c.Typing(
+        conversation_id=conv["_id"],
+        customer_id=conv["customer_id"],
+        channel=conv["channel"],
+        account=conv.get("account") or conv["channel"],
+        thread=conv["thread"],
+        who="agent",
+        state=state,  # type: ignore[arg-type]
+        identifier=to[0],
+        agent_id=p.agent_id,
+        at=now,
+    )
+    event = c.envelope(
+        c.CONVERSATION_TYPING,
+        data,
+        id=c.deterministic_id(conv["_id"], "typing", p.agent_id or "", now.isoformat()),
+        source=SOURCE,
+        subject=conv["customer_id"],
+    )
+    await router.publisher.publish(
+        [Record(topics.outbound(conv["channel"]), conv["customer_id"].encode(), event.to_json())]
+    )
+    return True
+
+
 # ---------------------------------------------------------------------------- resolve, reopen
 async def resolve(router: Router, p: Principal, conversation_id: str) -> Doc:
     conv = await visible(router, p, conversation_id)

@@ -367,11 +367,45 @@ async def _on_socket_message(
     elif kind == "presence" and msg.get("status") in ("online", "away"):
         await router.set_presence(agent_id, msg["status"])
         await send_json(ws, {"type": "presence", "status": msg["status"]})
+    elif kind == "typing":
+        await _socket_typing(router, agent_id, ws, msg)
     else:
         await send_json(ws, {"type": "error", "message": "unknown message type"})
 
 
+async def _socket_typing(
+    router: Router, agent_id: str, ws: web.WebSocketResponse, msg: dict[str, Any]
+) -> None:
+    """``{"type":"typing","conversation_id":…,"state":"start"|"stop"}`` from an agent."""
+    conv_id, state = msg.get("conversation_id"), msg.get("state", "start")
+    if not isinstance(conv_id, str) or state not in ("start", "stop"):
+        await send_json(ws, {"type": "error", "message": "typing: conversation_id and state "
+                             "('start' or 'stop') required"})
+        return
+    doc = await router.store.agents.find_one({"_id": agent_id}, {"name": 1, "role": 1, "teams": 1})
+    role = (doc or {}).get("role", "agent")
+    p = Principal("agent", agent_id, (doc or {}).get("name"), role if role in ROLES else "agent",
+                  tuple((doc or {}).get("teams") or ()))
+    try:
+        await actions.typing(router, p, conv_id, state)
+    except ApiError as exc:
+        await send_json(ws, {"type": "error", "message": exc.message, "code": exc.code})
+    except KafkaError:
+        pass  # a typing signal is not worth an error: the next one may pass
+
+
 # ---------------------------------------------------------------------------- actions
+async def typing(request: web.Request) -> web.Response:
+    body = _object(await read_json(request))
+    state = body.get("state", "start")
+    if state not in ("start", "stop"):
+        raise ApiError(400, "invalid_field", "state: 'start' or 'stop'", "state")
+    sent = await _routing(actions.typing)(
+        request.app[ROUTER], principal(request), request.match_info["conversation_id"], state
+    )
+    return json_response({"sent": sent}, 202)
+
+
 async def reply(request: web.Request) -> web.Response:
     body = _object(await read_json(request))
     text = _text(body, "text", required=True, max_len=MAX_TEXT)
@@ -452,4 +486,5 @@ def routes() -> list[web.RouteDef]:
         web.post(f"{conv}/reopen", reopen),
         web.post(f"{conv}/transfer", transfer),
         web.post(f"{conv}/notes", add_note),
+        web.post(f"{conv}/typing", typing),
     ]

@@ -230,6 +230,7 @@ class Router:
         recorded: list[Any] = []
         statuses: list[Any] = []
         changed: list[str] = []
+        typing: list[c.Typing] = []
         for raw in raws:
             if raw is None:
                 continue
@@ -248,6 +249,8 @@ class Router:
                 recorded.append(event.data)
             elif event.type == c.REPLY_STATUS:
                 statuses.append(event.data)
+            elif event.type == c.CONVERSATION_TYPING and event.data.who == "visitor":
+                typing.append(event.data)
             if event.type in CHANGE_TYPES and event.data.conversation_id:
                 changed.append(event.data.conversation_id)
         if to_route:
@@ -260,6 +263,8 @@ class Router:
                 await self._push_messages(recorded)
             if statuses:
                 await self._push_statuses(statuses)
+            if typing:
+                await self._push_typing(typing)
             await self.announce(changed)
 
     async def announce(self, conversation_ids: Iterable[str]) -> None:
@@ -296,6 +301,28 @@ class Router:
                     "error": s.error,
                 },
             )
+
+    async def _push_typing(self, signals: list[c.Typing]) -> None:
+        """A visitor typing → ``{"type": "typing", "who": "visitor", …}`` to the agent who holds
+        (or is offered) the conversation. Only the latest state per conversation is sent."""
+        latest = {t.conversation_id: t for t in signals if t.conversation_id}
+        convs = await conversations.get_many(self.store, list(latest))
+        for conv_id, t in latest.items():
+            conv = convs.get(conv_id) or {}
+            agent = conv.get("assignee") or conv.get("offer_agent")
+            if self.sockets.has(agent):
+                await self.sockets.notify(
+                    agent,
+                    {
+                        "type": "typing",
+                        "conversation_id": conv_id,
+                        "customer_id": conv.get("customer_id"),
+                        "channel": t.channel,
+                        "who": "visitor",
+                        "state": t.state,
+                        "at": t.at,
+                    },
+                )
 
     async def _push_messages(self, recorded: list[Any]) -> None:
         convs = await conversations.get_many(

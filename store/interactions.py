@@ -54,3 +54,21 @@ async def of_conversation(store: Store, conversation_id: str, limit: int = 200) 
         .limit(limit)
     )
     return [d async for d in cursor]
+
+
+async def of_sender(
+    store: Store, identifier: str, *, channel: str, account: str, limit: int = 100
+) -> list[Doc]:
+    """The latest messages of one channel identity on one account (web chat: a visitor's own
+    messages and the replies delivered to them), oldest first. Scoped by the identifier, not
+    the customer: a visitor sees what was said in their chat, never the rest of a timeline."""
+    if limit <= 0:
+        return []
+    cursor = (
+        store.interactions.find({"sender": identifier, "channel": channel, "account": account})
+        .sort([("occurred_at", -1), ("_id", -1)])
+        .limit(limit)
+    )
+    docs = [d async for d in cursor]
+    docs.reverse()
+    return docs

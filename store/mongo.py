@@ -34,6 +34,13 @@ INDEXES: dict[str, list[IndexModel]] = {
             name="timeline",
         ),
         IndexModel([("conversation_id", ASCENDING), ("occurred_at", ASCENDING)], name="by_conv"),
+        # web chat history of one visitor (store/interactions.of_sender); partial, so the
+        # other channels' writes do not pay for it
+        IndexModel(
+            [("sender", ASCENDING), ("occurred_at", DESCENDING)],
+            name="webchat_by_sender",
+            partialFilterExpression={"channel": "webchat"},
+        ),
     ],
     "conversations": [
         # at most one active conversation per customer thread

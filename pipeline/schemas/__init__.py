@@ -37,7 +37,14 @@ CHANNELS: dict[str, tuple[str, str, list[str]]] = {
             c.CONVERSATION_RESOLVED,
             c.CONVERSATION_REOPENED,
             c.SIGNAL_RAISED,
+            c.CONVERSATION_TYPING,
         ],
+    ),
+    "outboundWebchat": (
+        topics.outbound("webchat"),
+        "Agent replies and agent typing for the web chat connector to show to visitors; "
+        "key = customer_id.",
+        [c.REPLY_REQUESTED, c.CONVERSATION_TYPING],
     ),
     "deadletter": (
         topics.DEADLETTER,

@@ -29,6 +29,7 @@ PORT_FLAGS = (
     "--s3-port",
     "--mongo-port",
     "--smtp-port",
+    "--webchat-port",
 )
 
 

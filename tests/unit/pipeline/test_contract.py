@@ -88,4 +88,4 @@ def test_envelope_refuses_data_of_the_wrong_type() -> None:
 
 def test_every_type_has_a_data_model_and_is_versioned() -> None:
     assert all(t.startswith("omnihub.") and t.endswith(".v1") for t in c.DATA_TYPES)
-    assert len(set(c.DATA_TYPES)) == 14
+    assert len(set(c.DATA_TYPES)) == 15
