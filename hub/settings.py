@@ -46,6 +46,14 @@ class Settings(BaseSettings):
     replication_factor: int = Field(1, ge=1)
     kafka_session_timeout: float = Field(6.0, description="consumer group session timeout, s")
     kafka_heartbeat_interval: float = Field(1.0, description="consumer heartbeat interval, s")
+    kafka_fetch_wait: float = Field(
+        0.1,
+        gt=0,
+        le=10,
+        description="longest a consumer fetch waits for new records, s (the pipeline worker's "
+        "included: tansu answers a waiting fetch only when the wait ends, so this bounds the "
+        "delay of every message; real Kafka answers at once, a short wait costs only idle polls)",
+    )
 
     # -- MongoDB -----------------------------------------------------------------------------
     mongo_uri: str | None = Field(None, description="mongodb:// URI; unset = embedded server")

@@ -104,7 +104,7 @@ class ReplyRecorder:
             auto_offset_reset="earliest",
             session_timeout_ms=int(s.kafka_session_timeout * 1000),
             heartbeat_interval_ms=int(s.kafka_heartbeat_interval * 1000),
-            fetch_max_wait_ms=100,
+            fetch_max_wait_ms=int(s.kafka_fetch_wait * 1000),
             client_id="omnihub-api-send",
         )
         await self.consumer.start()
