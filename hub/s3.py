@@ -398,11 +398,16 @@ def object_meta(path: Path) -> Meta | None:
     return Meta(st.st_size, st.st_mtime_ns, st.st_ino, md5_file(path))
 
 
-def md5_file(path: Path) -> bytes:
-    digest = hashlib.md5()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
+def md5_file(path: Path | str, size_hint: int = 0) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        data = os.read(fd, size_hint + 1 if 0 < size_hint < 1 << 20 else 1 << 20)
+        digest = hashlib.md5(data)
+        while data:
+            data = os.read(fd, 1 << 20)
+            digest.update(data)
+    finally:
+        os.close(fd)
     return digest.digest()
 
 
@@ -567,7 +572,7 @@ class Store:
                     if old and old[:3] == (st.st_size, st.st_mtime_ns, st.st_ino):
                         md5 = old[3]
                     else:
-                        md5 = md5_file(Path(entry.path))
+                        md5 = md5_file(entry.path, st.st_size)
                         self.stats.hashed += 1
                     items.append((key, Meta(st.st_size, st.st_mtime_ns, st.st_ino, md5)))
         items.sort(key=lambda kv: kv[0])
