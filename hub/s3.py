@@ -1124,7 +1124,6 @@ class S3App:
             headers = {
                 "ETag": meta.etag,
                 "Last-Modified": http_time(meta.mtime_ns),
-                "Accept-Ranges": "bytes",
                 "Content-Type": mimetypes.guess_type(key)[0] or "application/octet-stream",
             }
             status = conditional_status(request.headers, meta)
@@ -1363,11 +1362,9 @@ def main(argv: list[str] | None = None) -> int:
     store = app[STORE]
     st = store.stats
     log.info(
-        "s3.ready dir=%s listen=http://%s:%d buckets=%d objects=%d hashed=%d "
-        "removed_temp=%d index_built_in=%.2fs fsync=%s",
+        "s3.index_loaded dir=%s buckets=%d objects=%d hashed=%d removed_temp=%d "
+        "index_built_in=%.2fs fsync=%s",
         root,
-        args.host,
-        args.port,
         len(store.buckets),
         st.objects,
         st.hashed,
@@ -1380,9 +1377,13 @@ def main(argv: list[str] | None = None) -> int:
             app,
             host=args.host,
             port=args.port,
-            print=None,
+            print=lambda _: log.info("s3.ready listen=http://%s:%d", args.host, args.port),
             access_log=logging.getLogger("omnihub.s3.access") if args.access_log else None,
             shutdown_timeout=10,
+            # longer than any client's idle pool timeout (reqwest: 90 s), so the client, never
+            # the server, closes an idle connection: a conditional PUT sent on a connection the
+            # server is closing would fail without a retry
+            keepalive_timeout=600,
         )
     except OSError as exc:
         store.close()
