@@ -353,7 +353,11 @@ def write_file(path: Path, stop: Path, data: bytes, fsync: bool) -> os.stat_resu
                 st = os.fstat(fd)
             finally:
                 os.close(fd)
-            os.replace(tmp, path)
+            try:
+                os.replace(tmp, path)
+            except IsADirectoryError:
+                path.rmdir()  # an empty folder left by a crash mid-delete; else raises again
+                os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(OSError):
                 tmp.unlink()
@@ -700,18 +704,18 @@ class Store:
                     raise precondition_failed("If-Match")
             try:
                 st = await asyncio.to_thread(write_file, path, bucket.path, data, self.fsync)
-            except (IsADirectoryError, NotADirectoryError, FileExistsError):
-                raise S3Error(
-                    409,
-                    "KeyConflict",
-                    "This server stores objects as files: a key cannot also be the folder of "
-                    "other keys (e.g. both 'a/b' and 'a/b/c')",
-                    Key=key,
-                ) from None
             except OSError as exc:
+                if exc.errno in (errno.EISDIR, errno.ENOTDIR, errno.EEXIST, errno.ENOTEMPTY):
+                    raise S3Error(
+                        409,
+                        "KeyConflict",
+                        "This server stores objects as files: a key cannot also be the folder "
+                        "of other keys (e.g. both 'a/b' and 'a/b/c')",
+                        Key=key,
+                    ) from None
                 if exc.errno == errno.ENAMETOOLONG:
                     raise invalid_argument("The key is too long for the file system") from None
-                await self._resync(bucket, key, path)
+                await self._resync(bucket, key, path)  # the disk may have changed: say what is
                 raise
             meta = Meta(st.st_size, st.st_mtime_ns, st.st_ino, md5)
             bucket.index.put(key, meta)
