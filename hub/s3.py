@@ -57,13 +57,17 @@ temporary file in the same folder, named with localbucket's temp prefix (each se
 the other's leftovers), that is fsynced, renamed over the object and followed by an fsync of
 the folder (``--no-fsync`` skips both). ``kill -9`` therefore never leaves a torn object.
 Content-Type and user metadata are not stored (Content-Type is guessed from the extension).
+Keys a file system cannot hold are refused (400): empty, "." or ".." segments, a trailing
+"/", control characters; and a key cannot be both an object and the folder of others (409).
 
-The index (key → size, mtime, inode, MD5) is rebuilt at start by walking DIR. MD5s come from
-``DIR/.hub-s3-index``, written at a clean stop and removed at start (so it is never trusted
-after a crash or after another program changed the folder: a file whose size, mtime or inode
-differs from the saved entry, or that has none, is read and hashed again). A lock file,
-``DIR/.hub-s3.lock``, keeps a second server off the same folder: the compare-and-set above
-relies on this process being the only writer.
+The index (key → size, mtime, inode, MD5; ~190 bytes a key) is rebuilt at start by walking
+DIR. MD5s come from ``DIR/.hub-s3-index``, written at a clean stop and removed at start, so
+after a crash every file is read and hashed again; a file whose size, mtime or inode differs
+from its saved entry is hashed again too (a change by another program that keeps all three
+is not noticed). Measured on 2 cores, warm page cache, 100k objects: 1.5 s to start with the
+saved index, 2.9 s without, 0.3 s to save it. A lock file, ``DIR/.hub-s3.lock``, keeps a
+second server off the same folder: the compare-and-set above relies on this process being
+the only writer.
 """
 
 from __future__ import annotations
