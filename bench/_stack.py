@@ -118,8 +118,7 @@ def role(pid: int) -> str:
     text = " ".join(words)
     if pid == os.getpid():
         return "bench"
-    for needle, name in (("tansu", "tansu"), ("localbucket", "localbucket"),
-                         ("secantusd", "secantusdb")):
+    for needle, name in (("-m hub.s3", "s3"), ("tansu", "tansu"), ("secantusd", "secantusdb")):
         if needle in text:
             return name
     m = re.search(r"-m hub (\w+)", text)

@@ -28,11 +28,7 @@ async def run_doctor(settings: Settings, out: Callable[[str], None] = print) -> 
             out(f"  FAIL  {name}: {exc}\n        hint: {hint}")
 
     async def binaries() -> str:
-        found = [
-            str(find_tansu()),
-            str(find_script("localbucket", "localbucket")),
-            str(find_script("secantusd-py", "SecantusDB")),
-        ]
+        found = [str(find_tansu()), str(find_script("secantusd-py", "SecantusDB"))]
         return ", ".join(found)
 
     async def kafka() -> str:

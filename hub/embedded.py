@@ -1,9 +1,9 @@
 """`omnihub up`: the whole stack on loopback, data under one folder, one command.
 
-Children, in start order: localbucket (disk-backed S3 holding the broker's data), tansu
-(Kafka-compatible broker, s3 storage → durable), SecantusDB (MongoDB-compatible server), then
-the pipeline worker, the API service, the email connector and the web chat connector (all
-`omnihub` itself). See INFRA.md for why these.
+Children, in start order: s3 (`python -m hub.s3`, our disk-backed S3 server holding the
+broker's data), tansu (Kafka-compatible broker, s3 storage → durable), SecantusDB
+(MongoDB-compatible server), then the pipeline worker, the API service, the email connector
+and the web chat connector (all `omnihub` itself). See INFRA.md for why these, and hub/s3.py for why our own S3 server.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from hub import __version__
 from hub.bootstrap import create_topics
 from hub.errors import HubError, MissingBinary, PortInUse
 from hub.settings import Settings
-from hub.supervisor import ChildSpec, Supervisor
+from hub.supervisor import ChildSpec, Probe, Supervisor
 from store.mongo import connect, ensure_indexes
 
 BUCKET = "tansu"
@@ -102,7 +102,7 @@ def lock_data_dir(data_dir: Path) -> int:
 
 
 # ---------------------------------------------------------------------------- probes
-def tcp_probe(host: str, port: int) -> Callable[[], object]:
+def tcp_probe(host: str, port: int) -> Probe:
     async def probe() -> bool:
         try:
             _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1.0)
@@ -116,7 +116,7 @@ def tcp_probe(host: str, port: int) -> Callable[[], object]:
     return probe
 
 
-def http_probe(url: str) -> Callable[[], object]:
+def http_probe(url: str) -> Probe:
     async def probe() -> bool:
         timeout = aiohttp.ClientTimeout(total=2)
         try:
@@ -162,7 +162,6 @@ class EmbeddedStack:
         bins: dict[str, Path] = {}
         if s.embedded_kafka:
             bins["tansu"] = find_tansu()
-            bins["localbucket"] = find_script("localbucket", "localbucket")
         if s.embedded_mongo:
             bins["secantusd"] = find_script("secantusd-py", "SecantusDB")
         ports = [
@@ -194,16 +193,18 @@ class EmbeddedStack:
             await self._step(
                 "s3",
                 ChildSpec(
-                    name="localbucket",
+                    name="s3",
                     argv=[
-                        str(bins["localbucket"]),
+                        sys.executable,
+                        "-m",
+                        "hub.s3",
                         "--host",
                         s.host,
                         "--port",
                         str(s.s3_port),
                         str(data / "s3"),
                     ],
-                    ready=tcp_probe(s.host, s.s3_port),
+                    ready=http_probe(f"http://{s.host}:{s.s3_port}/healthz"),
                     after_ready=self._create_bucket,
                     stop_group=0,
                 ),
@@ -338,7 +339,7 @@ class EmbeddedStack:
         s = self.settings
         url = f"http://{s.host}:{s.s3_port}/{BUCKET}"
         async with aiohttp.ClientSession() as session, session.put(url) as r:
-            if r.status not in (200, 409):
+            if r.status != 200:  # hub.s3 answers 200 for a bucket that exists
                 raise HubError(f"could not create the broker's bucket: HTTP {r.status}")
 
     async def _init(self) -> None:

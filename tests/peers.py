@@ -10,7 +10,10 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,6 +108,66 @@ def start_tansu(workdir: Path) -> Peer:
         ],
         port,
         workdir / "tansu.log",
+    )
+
+
+S3_BUCKET = "tansu"
+
+
+def start_s3(
+    workdir: Path,
+    data: Path,
+    *,
+    port: int | None = None,
+    fsync: bool = True,
+    server: str = "hub",
+) -> Peer:
+    """The embedded broker's S3 server (hub.s3; or ``server="localbucket"``, what omnihub ran
+    before, for the compatibility and regression tests) on `data`, with the broker's bucket."""
+    port = port or free_port()
+    if server == "hub":
+        argv = [sys.executable, "-m", "hub.s3", "--host", "127.0.0.1", "--port", str(port)]
+        argv += [] if fsync else ["--no-fsync"]
+    else:
+        argv = [str(find_script("localbucket", "localbucket")), "--host", "127.0.0.1"]
+        argv += ["--port", str(port)]
+    peer = start_peer(f"s3-{server}", [*argv, str(data)], port, workdir / f"s3-{server}.log")
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/{S3_BUCKET}", method="PUT")
+    try:
+        urllib.request.urlopen(req, timeout=10).close()
+    except urllib.error.HTTPError as exc:
+        if exc.code != 409:  # localbucket answers 409 for a bucket that exists
+            peer.stop()
+            raise RuntimeError(
+                f"could not create the bucket on {server}: HTTP {exc.code}"
+            ) from None
+    return peer
+
+
+def start_tansu_s3(workdir: Path, s3_port: int, *, port: int | None = None) -> Peer:
+    """tansu with durable storage on the S3 server at s3_port (as `omnihub up` runs it)."""
+    port = port or free_port()
+    return start_peer(
+        "tansu-s3",
+        [
+            str(find_tansu()),
+            "broker",
+            "--listener-url",
+            f"tcp://127.0.0.1:{port}",
+            "--advertised-listener-url",
+            f"tcp://127.0.0.1:{port}",
+            "--storage-engine",
+            f"s3://{S3_BUCKET}/",
+        ],
+        port,
+        workdir / "tansu-s3.log",
+        env={
+            "AWS_ENDPOINT": f"http://127.0.0.1:{s3_port}",
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_ACCESS_KEY_ID": "omnihub",
+            "AWS_SECRET_ACCESS_KEY": "omnihub",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        },
     )
 
 
