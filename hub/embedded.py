@@ -3,7 +3,8 @@
 Children, in start order: s3 (`python -m hub.s3`, our disk-backed S3 server holding the
 broker's data), tansu (Kafka-compatible broker, s3 storage → durable), SecantusDB
 (MongoDB-compatible server), then the pipeline worker, the API service, the email connector
-and the web chat connector (all `omnihub` itself). See INFRA.md for why these, and hub/s3.py for why our own S3 server.
+and the web chat connector (all `omnihub` itself). See INFRA.md for why these, and hub/s3.py
+for why our own S3 server.
 """
 
 from __future__ import annotations
