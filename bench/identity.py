@@ -566,12 +566,9 @@ async def batch_reads(w: Workload, customer_of: dict[int, str], mongo: AsyncMong
         "claims.claimants": lambda: claims.claimants(store, idents),
         "merges by trigger": trigger,
         "interactions.conversation_of": lambda: interactions.conversation_of(store, eids),
-        "conversations.active_for": lambda: conversations.active_for(store, keys),
+        "conversations.by_customers": lambda: conversations.by_customers(
+            store, {k[0] for k in keys}),
     }
-    if hasattr(conversations, "recently_resolved"):
-        since = datetime.now(UTC) - timedelta(days=7)
-        reads["conversations.recently_resolved"] = lambda: conversations.recently_resolved(
-            store, keys, since)
     took = {}
     for name, read in reads.items():
         t0 = time.perf_counter()

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
+
+from pipeline import contract as c
+from pipeline import topics
 
 
 @dataclass(frozen=True)
@@ -15,6 +19,31 @@ class Record:
     topic: str
     key: bytes | None
     value: bytes
+
+
+def dead_letter(
+    stage: str, error: str, topic: str, partition: int, offset: int, value: bytes, source: str
+) -> Record:
+    """The dead-letter record for a consumed record that can never be handled: the stage, the
+    error and its original bytes. Its id comes from the record's position, so a replay
+    dead-letters it once."""
+    letter = c.DeadLetter(
+        stage=stage,
+        error=error[:2000],
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        value_b64=base64.b64encode(value).decode(),
+        failed_at=c.utcnow(),
+    )
+    event = c.envelope(
+        c.MESSAGE_DEADLETTERED,
+        letter,
+        id=c.deterministic_id(topic, str(partition), str(offset), "dead"),
+        source=source,
+        subject=f"{topic}/{partition}/{offset}",
+    )
+    return Record(topics.DEADLETTER, None, event.to_json())
 
 
 class Publisher(Protocol):

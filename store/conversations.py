@@ -59,13 +59,6 @@ async def active_for(store: Store, keys: Sequence[Key]) -> dict[Key, Doc]:
     return active_among(await by_customers(store, (k[0] for k in keys)), keys)
 
 
-async def recently_resolved(store: Store, keys: Sequence[Key], since: datetime) -> dict[Key, Doc]:
-    """The most recently resolved conversation of each key, if resolved after ``since``."""
-    if not keys:
-        return {}
-    return resolved_among(await by_customers(store, (k[0] for k in keys)), keys, since)
-
-
 async def open_many(store: Store, proposals: Sequence[Doc]) -> dict[Key, Doc]:
     """Open a conversation for each proposal unless its thread already has an active one.
 

@@ -11,7 +11,6 @@ read the code could confirm an identifier on the customer's behalf.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 from typing import Any
@@ -23,7 +22,7 @@ from connectors.base import inbound_key
 from hub.settings import Settings
 from pipeline import contract as c
 from pipeline import topics
-from pipeline.publish import Publisher, Record
+from pipeline.publish import Publisher, Record, dead_letter
 
 log = logging.getLogger("omnihub.api.send")
 
@@ -62,23 +61,8 @@ def records_for(value: bytes, partition: int, offset: int) -> tuple[str, list[Re
         reply: c.Reply = c.parse_event(value, expect=c.REPLY_REQUESTED).data
         copy = sent_copy(reply)
     except (c.ContractError, ValueError) as exc:
-        letter = c.DeadLetter(
-            stage="api.send",
-            error=str(exc)[:2000],
-            topic=OUTBOUND_TOPIC,
-            partition=partition,
-            offset=offset,
-            value_b64=base64.b64encode(value).decode(),
-            failed_at=c.utcnow(),
-        )
-        event = c.envelope(
-            c.MESSAGE_DEADLETTERED,
-            letter,
-            id=c.deterministic_id(OUTBOUND_TOPIC, str(partition), str(offset), "dead"),
-            source=SOURCE,
-            subject=f"{OUTBOUND_TOPIC}/{partition}/{offset}",
-        )
-        return "dead", [Record(topics.DEADLETTER, None, event.to_json())]
+        dead = dead_letter("api.send", str(exc), OUTBOUND_TOPIC, partition, offset, value, SOURCE)
+        return "dead", [dead]
     if copy is None:
         return "skipped", []
     event = c.message_event(copy, source=SOURCE, time=reply.requested_at)  # replays: same bytes

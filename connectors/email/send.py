@@ -13,7 +13,6 @@ so a replay after a crash republishes but never mails the customer twice.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import hashlib
 import logging
@@ -37,7 +36,7 @@ from connectors.email.service import EmailConnector
 from hub.settings import Settings
 from pipeline import contract as c
 from pipeline import topics
-from pipeline.publish import Publisher, Record
+from pipeline.publish import Publisher, Record, dead_letter
 from store import blobs, outbox
 from store.mongo import Store
 from unify.identifiers import mask
@@ -376,20 +375,6 @@ class ReplySender:
                 delay = min(delay * 2, 30.0)
 
     async def _dead(self, value: bytes, partition: int, offset: int, error: str) -> None:
-        letter = c.DeadLetter(
-            stage="email.send",
-            error=error[:2000],
-            topic=OUTBOUND_TOPIC,
-            partition=partition,
-            offset=offset,
-            value_b64=base64.b64encode(value).decode(),
-            failed_at=c.utcnow(),
-        )
-        event = c.envelope(
-            c.MESSAGE_DEADLETTERED,
-            letter,
-            id=c.deterministic_id(OUTBOUND_TOPIC, str(partition), str(offset), "dead"),
-            source=self.source,
-            subject=f"{OUTBOUND_TOPIC}/{partition}/{offset}",
-        )
-        await self._publish([Record(topics.DEADLETTER, None, event.to_json())])
+        src = self.source
+        dead = dead_letter("email.send", error, OUTBOUND_TOPIC, partition, offset, value, src)
+        await self._publish([dead])

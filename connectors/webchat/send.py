@@ -20,7 +20,6 @@ widget never shows a reply twice.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 from collections.abc import Callable
@@ -34,7 +33,7 @@ from connectors.base import inbound_key
 from hub.settings import Settings
 from pipeline import contract as c
 from pipeline import topics
-from pipeline.publish import Publisher, Record
+from pipeline.publish import Publisher, Record, dead_letter
 from store.mongo import Store
 
 if TYPE_CHECKING:
@@ -237,23 +236,9 @@ class ReplyRecorder(_Consumer):
             offset,
             error[:300],
         )
-        letter = c.DeadLetter(
-            stage="webchat.send",
-            error=error[:2000],
-            topic=OUTBOUND_TOPIC,
-            partition=partition,
-            offset=offset,
-            value_b64=base64.b64encode(value).decode(),
-            failed_at=c.utcnow(),
-        )
-        event = c.envelope(
-            c.MESSAGE_DEADLETTERED,
-            letter,
-            id=c.deterministic_id(OUTBOUND_TOPIC, str(partition), str(offset), "dead"),
-            source=self.source,
-            subject=f"{OUTBOUND_TOPIC}/{partition}/{offset}",
-        )
-        await self._publish([Record(topics.DEADLETTER, None, event.to_json())])
+        src = self.source
+        dead = dead_letter("webchat.send", error, OUTBOUND_TOPIC, partition, offset, value, src)
+        await self._publish([dead])
         REPLIES.labels("deadletter").inc()
 
 

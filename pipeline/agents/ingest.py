@@ -238,7 +238,6 @@ class Ingestor:
         missing = [cid for cid in first_event if cid not in origins]
         if missing:  # not expected: every decision names a known or a created customer
             origins.update(await customers.origins(store, missing))
-            changed.update(missing)
         await customers.upsert_many(
             store,
             [
