@@ -13,10 +13,10 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from aiohttp import web
-from playwright.async_api import Browser
+from playwright.async_api import Browser, async_playwright
 
-from tests.e2e.conftest import ARTIFACTS
 from tests.e2e.test_console import (
+    ARTIFACTS,
     Admin,
     open_console,
     sign_in,
@@ -24,6 +24,8 @@ from tests.e2e.test_console import (
 )
 from tests.e2e.test_user_story import PORT_FLAGS, Stack
 from tests.e2e.test_webchat_widget import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
     QUESTION,
     W,
     bubbles,
@@ -61,6 +63,14 @@ async def shop(stack: Stack) -> AsyncIterator[str]:
     await web.TCPSite(runner, "127.0.0.1", port).start()
     yield f"http://localhost:{port}/"  # another origin than the connector's
     await runner.cleanup()
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield b
+        await b.close()
 
 
 @pytest.fixture

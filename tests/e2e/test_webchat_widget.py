@@ -22,14 +22,26 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from playwright.async_api import Browser, Page
+from playwright.async_api import Browser, Page, async_playwright
 
-from tests.e2e.conftest import ARTIFACTS
 from tests.e2e.test_user_story import PORT_FLAGS, Stack
 from tests.peers import free_port
 
 pytestmark = pytest.mark.e2e
 
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-dev-shm-usage",
+]
+ARTIFACTS = Path(__file__).parents[1] / "artifacts"
 QUESTION = "سلام، سفارشم کی می‌رسه؟"
 ANSWER = "سلام! سفارش شما فردا به دستتان می‌رسد."
 OFFLINE = "این پیام را بدون اینترنت نوشتم"
@@ -72,6 +84,14 @@ async def shop(stack: Stack) -> AsyncIterator[str]:
     await web.TCPSite(runner, "127.0.0.1", port).start()
     yield f"http://localhost:{port}"
     await runner.cleanup()
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield b
+        await b.close()
 
 
 class Agent:
