@@ -21,7 +21,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from playwright.async_api import Browser, Page, WebSocketRoute, async_playwright
+from playwright.async_api import Browser, BrowserContext, Page, WebSocketRoute, async_playwright
 
 from tests.e2e.test_user_story import PORT_FLAGS, Stack
 from tests.peers import free_port
@@ -174,10 +174,23 @@ class Relay:
         await self.routes[-1].close(code=4000, reason="cut")
 
 
+_CONTEXTS: list[BrowserContext] = []
+
+
+@pytest.fixture(autouse=True)
+async def _close_consoles() -> AsyncIterator[None]:
+    """A test that fails midway must not leave its agent signed in: an online agent would take
+    the offers the next test waits for."""
+    yield
+    while _CONTEXTS:
+        await _CONTEXTS.pop().close()
+
+
 async def open_console(browser: Browser, stack: Stack, locale: str) -> tuple[Page, Watch]:
     context = await browser.new_context(
         viewport={"width": 1366, "height": 768}, locale=locale, timezone_id="Asia/Tehran"
     )
+    _CONTEXTS.append(context)
     # CSP violations in the console's own document would mean markup got into it
     await context.add_init_script(
         "if (window === window.top) { window.__csp = [];"
@@ -402,6 +415,10 @@ async def test_english_supervisor_sees_everyone_live_and_transfers_to_a_team(
     assert "jane@example.com" in (await suggestion.text_content() or "")
     await suggestion.locator("button", has_text="Not the same").click()
     await suggestion.locator("[role=status]", has_text="different people").wait_for()
+    # the panel refreshes after a decision; the outcome stays in view, without its buttons
+    await page.wait_for_timeout(1_000)
+    assert await suggestion.locator("[role=status]", has_text="different people").is_visible()
+    assert await suggestion.locator("button").count() == 0
     rejected = (await admin.json("GET", "/api/v1/merge-suggestions?state=rejected"))["suggestions"]
     assert [x["identifier"] for x in rejected] == ["email:jane@example.com"]
     assert not watch.dialogs and not watch.errors, (watch.dialogs, watch.errors)

@@ -33,6 +33,7 @@ const state = {
   connection: "connecting",
   connInfo: {},
   typingTimer: null,
+  decided: new Map(), // merge suggestions decided in the open conversation → outcome
 };
 
 const stream = new Stream({ token: () => api.session.token, onFrame, onState: onConnection });
@@ -366,6 +367,7 @@ async function openConversation(id) {
     state.openId = id;
     state.older = [];
     state.olderNext = null;
+    state.decided = new Map();
     timeline.clear();
     hideTyping();
     $("#composer-text").value = "";
@@ -427,7 +429,7 @@ function drawConversation(toBottom = false, full = false) {
   show($("#load-earlier"), !!state.olderNext);
   if (toBottom || atBottom) scroller.scrollTop = scroller.scrollHeight;
 
-  renderCustomer($("#customer"), ctx, { canDecide: isLead(), decide });
+  renderCustomer($("#customer"), ctx, { canDecide: isLead(), decide, decided: state.decided });
 }
 
 async function loadEarlier() {
@@ -452,6 +454,7 @@ async function decide(suggestion, confirm, buttons, status) {
   try {
     await api.post(`/api/v1/merge-suggestions/${encodeURIComponent(suggestion.id)}/${confirm ? "confirm" : "reject"}`);
     status.textContent = t(confirm ? "customer.merged" : "customer.rejected");
+    state.decided.set(suggestion.id, { suggestion, confirm });
     refreshOpenSoon();
   } catch (err) {
     buttons.hidden = false;

@@ -5,7 +5,7 @@ import { channelIcon } from "./channels.js";
 import { h, text } from "./dom.js";
 import { t, when } from "./i18n.js";
 
-export function renderCustomer(root, ctx, { canDecide, decide }) {
+export function renderCustomer(root, ctx, { canDecide, decide, decided = new Map() }) {
   const c = ctx.customer || {};
   const section = (title, ...content) => h("section", {}, h("h3", { text: title }), ...content);
   const none = () => h("p", { class: "sub", text: t("customer.none") });
@@ -23,17 +23,26 @@ export function renderCustomer(root, ctx, { canDecide, decide }) {
   });
   const signals = (ctx.signals || []).map((s) =>
     h("li", { class: `signal ${s.severity || ""}` }, h("b", { text: s.kind || "" }), " ", text("span", s.detail || "")));
-  const suggestions = (ctx.merge_suggestions || []).map((s) => {
+  // a suggestion decided here stays in the panel with its outcome (the context no longer
+  // lists it once decided), so the decision does not vanish on the next refresh
+  const open = (ctx.merge_suggestions || []).filter((s) => !decided.has(s.id));
+  const shown = [...open.map((s) => [s, null]), ...[...decided.values()].map((d) => [d.suggestion, d.confirm])];
+  const suggestions = shown.map(([s, outcome]) => {
     const others = (s.customers || []).filter((id) => id !== c.id);
     const status = h("p", { class: "sub", role: "status" });
-    const buttons = canDecide
-      ? h("div", { class: "row" },
-          h("button", { type: "button", class: "primary", text: t("customer.merge"),
-            on: { click: (e) => decide(s, true, e.currentTarget.parentNode, status) } }),
-          h("button", { type: "button", text: t("customer.reject"),
-            on: { click: (e) => decide(s, false, e.currentTarget.parentNode, status) } }))
-      : h("p", { class: "sub", text: t("customer.supervisorOnly") });
-    return h("li", { class: "suggestion", dataset: { suggestion: s.id } },
+    let buttons = null;
+    if (outcome !== null) {
+      status.textContent = t(outcome ? "customer.merged" : "customer.rejected");
+    } else if (canDecide) {
+      buttons = h("div", { class: "row" },
+        h("button", { type: "button", class: "primary", text: t("customer.merge"),
+          on: { click: (e) => decide(s, true, e.currentTarget.parentNode, status) } }),
+        h("button", { type: "button", text: t("customer.reject"),
+          on: { click: (e) => decide(s, false, e.currentTarget.parentNode, status) } }));
+    } else {
+      buttons = h("p", { class: "sub", text: t("customer.supervisorOnly") });
+    }
+    return h("li", { class: "suggestion", dataset: { suggestion: s.id, decided: outcome === null ? "" : String(outcome) } },
       h("bdi", { dir: "ltr", class: "ident", text: s.identifier || "" }),
       h("div", { class: "sub", text: t(`customer.reason.${s.reason}`) }),
       others.map((id) => h("div", { class: "sub" }, t("customer.other", { id: id.slice(0, 8) }))),
