@@ -55,23 +55,20 @@ import _stack
 import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from pymongo import AsyncMongoClient, IndexModel, UpdateOne
+from pymongo import AsyncMongoClient, UpdateOne
 
 from connectors.base import inbound_key
 from pipeline import contract as c
 from pipeline import topics
 from store import claims, conversations, customers, identities, interactions, merges
-from store.mongo import Store
+from store.mongo import INDEXES, Store
 from unify.identifiers import InvalidIdentifier, normalize
 
 DB = "omnihub"
 BATCH = 500
 PRODUCER = {"acks": "all", "enable_idempotence": False, "linger_ms": 10,
             "max_batch_size": 256 * 1024, "request_timeout_ms": 30000}
-INTERACTIONS_INDEXES = [  # as store/mongo.py INDEXES["interactions"], so the limit pays the same
-    IndexModel([("customer_id", 1), ("occurred_at", -1), ("_id", -1)], name="timeline"),
-    IndexModel([("conversation_id", 1), ("occurred_at", 1)], name="by_conv"),
-]
+INTERACTIONS_INDEXES = INDEXES["interactions"]  # the limit pays what ingest pays
 
 
 def log(msg: str) -> None:

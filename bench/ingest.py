@@ -43,19 +43,17 @@ import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from pymongo import AsyncMongoClient, IndexModel
+from pymongo import AsyncMongoClient
 
 from connectors.base import inbound_key
 from pipeline import contract as c
 from pipeline import topics
+from store.mongo import INDEXES
 from unify.identifiers import normalize
 
 DB = "omnihub"
 STORED = "omnihub_ingest_events_total"
-INTERACTIONS_INDEXES = [  # as store/mongo.py INDEXES["interactions"], so (b) pays the same
-    IndexModel([("customer_id", 1), ("occurred_at", -1), ("_id", -1)], name="timeline"),
-    IndexModel([("conversation_id", 1), ("occurred_at", 1)], name="by_conv"),
-]
+INTERACTIONS_INDEXES = INDEXES["interactions"]  # the limit pays what ingest pays
 INSERT_BATCH = 500
 PRODUCER = {"acks": "all", "enable_idempotence": False, "linger_ms": 10,
             "max_batch_size": 256 * 1024, "request_timeout_ms": 30000}

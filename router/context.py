@@ -64,7 +64,9 @@ async def _visible(request: web.Request) -> Doc:
 
 
 async def get_conversation(request: web.Request) -> web.Response:
-    return json_response(public(await _visible(request)))
+    conv = await _visible(request)
+    await conversations.with_activity(request.app[STORE], [conv])
+    return json_response(public(conv))
 
 
 async def list_conversations(request: web.Request) -> web.Response:
@@ -129,6 +131,7 @@ async def conversation_context(request: web.Request) -> web.Response:
     """Everything an agent needs in one call; ``limit``/``before`` page the timeline."""
     conv = await _visible(request)
     store = request.app[STORE]
+    await conversations.with_activity(store, [conv])
     limit = _limit(request)
     before = request.query.get("before")
     cursor = decode_cursor(before) if before else None

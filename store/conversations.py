@@ -7,7 +7,7 @@ guards it, so concurrent workers converge on the same conversation without trans
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import DESCENDING, UpdateOne
@@ -84,14 +84,37 @@ async def open_many(store: Store, proposals: Sequence[Doc]) -> dict[Key, Doc]:
     return out
 
 
+ACTIVITY = "conversation_activity"
+"""Last-message time of conversations that got messages after the one that opened them.
+
+A message on an open conversation is the most common write after the interaction itself;
+kept beside the conversation in a collection with no secondary index, it costs a third of an
+update of the conversation document, whose every index SecantusDB rewrites on each update.
+Readers see ``last_message_at`` merged back (:func:`with_activity`)."""
+
+
 async def touch_many(store: Store, last_at: dict[str, datetime]) -> None:
-    """Move each conversation's last_message_at forward (``$max``: replays change nothing)."""
+    """Move each conversation's last message time forward (``$max``: replays change nothing)."""
     if not last_at:
         return
     ops = [
-        UpdateOne({"_id": cid}, {"$max": {"last_message_at": at}}) for cid, at in last_at.items()
+        UpdateOne({"_id": cid}, {"$max": {"at": at}}, upsert=True) for cid, at in last_at.items()
     ]
-    await store.conversations.bulk_write(ops, ordered=False)
+    await store.db[ACTIVITY].bulk_write(ops, ordered=False)
+
+
+async def with_activity(store: Store, docs: Sequence[Doc]) -> list[Doc]:
+    """``docs`` with ``last_message_at`` brought up to their latest message (in place)."""
+    if docs:
+        found = await find_in(store.db[ACTIVITY], "_id", [d["_id"] for d in docs])
+        latest = {a["_id"]: a["at"] for a in found}
+        for doc in docs:
+            at = latest.get(doc["_id"])
+            if at is not None and (
+                doc.get("last_message_at") is None or at > doc["last_message_at"]
+            ):
+                doc["last_message_at"] = at
+    return list(docs)
 
 
 async def _guarded(store: Store, query: Doc, update: Doc, *, fetch: bool = True) -> Doc | None:
@@ -350,8 +373,16 @@ async def waiting(store: Store, limit: int = 100, teams: Sequence[str] | None = 
 
 
 async def listing(store: Store, query: Doc, limit: int = 50) -> list[Doc]:
-    cursor = store.conversations.find(query).sort("last_message_at", DESCENDING).limit(limit)
-    return [d async for d in cursor]
+    """Conversations matching ``query``, latest message first."""
+    heads = [
+        d async for d in store.conversations.find(query, {"last_message_at": 1, "opened_at": 1})
+    ]
+    await with_activity(store, heads)
+    epoch = datetime.min.replace(tzinfo=UTC)
+    heads.sort(key=lambda d: d.get("last_message_at") or d.get("opened_at") or epoch, reverse=True)
+    top = [d["_id"] for d in heads[:limit]]
+    docs = {d["_id"]: d for d in await find_in(store.conversations, "_id", top)}
+    return await with_activity(store, [docs[i] for i in top if i in docs])
 
 
 async def held_by(store: Store, pairs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,6 +14,8 @@ from store.mongo import Doc, Store, find_in
 from unify.resolver import CustomerInfo
 
 MAX_TOMBSTONE_HOPS = 16
+ORPHAN_SLACK = 5  # search reads a few more than asked for, in case some own nothing
+SEARCH_CANDIDATES = 5000  # most customers one name search looks at
 DUPLICATE_KEY = 11000
 
 
@@ -63,18 +64,19 @@ async def upsert_many(
     await store.customers.bulk_write(ops, ordered=False)
 
 
-async def create_shells(store: Store, items: Sequence[NewCustomer], now: datetime) -> None:
-    """Insert customers that do not exist yet as pending shells (see :func:`upsert_many`);
-    an id that exists already (a replay) is left as it is."""
+async def create_shells(store: Store, items: Sequence[NewCustomer], now: datetime) -> set[str]:
+    """Insert customers that do not exist yet, before their identities are linked; an id that
+    exists already (a replay) is left as it is. One that loses its links to another writer owns
+    nothing: search checks that a customer owns one of its identifiers.
+    Returns the ids that existed already."""
     if not items:
-        return
+        return set()
     docs = [
         {
             "_id": item.customer_id,
             "created_at": item.created_at,
             "origin_event_id": item.origin_event_id,
             "merged_into": None,
-            "pending": True,
             "identifiers": list(item.identifiers),
             "name_tokens": list(item.name_tokens),
             "updated_at": now,
@@ -85,8 +87,11 @@ async def create_shells(store: Store, items: Sequence[NewCustomer], now: datetim
     try:
         await store.customers.insert_many(docs, ordered=False)
     except BulkWriteError as exc:
-        if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+        errors = exc.details.get("writeErrors", [])
+        if any(e.get("code") != DUPLICATE_KEY for e in errors):
             raise
+        return {docs[e["index"]]["_id"] for e in errors}
+    return set()
 
 
 async def get(store: Store, customer_id: str, *, follow: bool = True) -> Doc | None:
@@ -105,8 +110,13 @@ async def origins(store: Store, customer_ids: Sequence[str]) -> dict[str, str]:
     return {doc["_id"]: doc.get("origin_event_id", "") for doc in docs}
 
 
-async def infos(store: Store, customer_ids: Sequence[str]) -> dict[str, CustomerInfo]:
-    """What the resolver needs to know of each customer (age, identifiers, separations)."""
+async def infos(
+    store: Store, customer_ids: Sequence[str], *, tombstones: dict[str, str] | None = None
+) -> dict[str, CustomerInfo]:
+    """What the resolver needs to know of each customer (age, identifiers, separations).
+
+    With ``tombstones``, merged customers are left out and put there (id → merged_into), so
+    one read serves callers that would otherwise look for tombstones first."""
     ids = list(set(customer_ids))
     if not ids:
         return {}
@@ -120,10 +130,14 @@ async def infos(store: Store, customer_ids: Sequence[str]) -> dict[str, Customer
             "separated_from": 1,
             "origin_event_id": 1,
             "pending": 1,
+            "merged_into": 1,
         },
     )
     out = {}
     for d in docs:
+        if tombstones is not None and d.get("merged_into"):
+            tombstones[d["_id"]] = d["merged_into"]
+            continue
         out[d["_id"]] = CustomerInfo(
             d["_id"],
             d.get("created_at") or datetime.min.replace(tzinfo=UTC),
@@ -136,13 +150,37 @@ async def infos(store: Store, customer_ids: Sequence[str]) -> dict[str, Customer
 
 
 async def search_by_name(store: Store, tokens: Sequence[str], limit: int = 20) -> list[Doc]:
-    """Live customers whose name has every token (the last one as a prefix)."""
+    """Live customers whose name has every token (the last one as a prefix), oldest first.
+
+    The store is asked for one token only (the longest whole one, else the prefix as a
+    range): SecantusDB uses the name index only for a filter on that field alone, and never for
+    ``$regex``. The rest is checked here, on at most ``SEARCH_CANDIDATES`` customers.
+    Only customers that own one of their identifiers count: a customer written for an
+    identity link that a crash interrupted and another writer then won owns nothing."""
     if not tokens:
         return []
     *whole, last = tokens
-    query: Doc = {"merged_into": None, "pending": {"$ne": True}}
-    conds: list[Doc] = [{"name_tokens": t} for t in whole]
-    conds.append({"name_tokens": {"$regex": "^" + re.escape(last)}})
-    query["$and"] = conds
-    cursor = store.customers.find(query).sort("created_at", 1).limit(limit)
-    return [d async for d in cursor]
+    if whole:
+        driving: Any = max(whole, key=len)
+    else:
+        driving = {"$gte": last, "$lt": last + "\U0010ffff"}
+    cursor = store.customers.find({"name_tokens": driving}).limit(SEARCH_CANDIDATES)
+    found = [
+        d
+        async for d in cursor
+        if not d.get("merged_into")
+        and not d.get("pending")
+        and set(whole) <= set(d.get("name_tokens", ()))
+        and any(t.startswith(last) for t in d.get("name_tokens", ()))
+    ]
+    epoch = datetime.min.replace(tzinfo=UTC)
+    found.sort(key=lambda d: (d.get("created_at") or epoch, d["_id"]))
+    found = found[: limit + ORPHAN_SLACK]
+    idents = {i for d in found for i in d.get("identifiers", ())}
+    owners = {
+        d["_id"]: d["customer_id"]
+        for d in await find_in(store.identities, "_id", idents, projection={"customer_id": 1})
+    }
+    return [d for d in found if any(owners.get(i) == d["_id"] for i in d.get("identifiers", ()))][
+        :limit
+    ]

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from pymongo.errors import BulkWriteError
 
+from store import merges
 from store.mongo import Doc, Store, find_in
 
 
@@ -61,14 +62,23 @@ async def of_sender(
 ) -> list[Doc]:
     """The latest messages of one channel identity on one account (web chat: a visitor's own
     messages and the replies delivered to them), oldest first. Scoped by the identifier, not
-    the customer: a visitor sees what was said in their chat, never the rest of a timeline."""
+    the customer: a visitor sees what was said in their chat, never the rest of a timeline.
+
+    Read through the customer's timeline index (the identifier's owner, and the customer it
+    was merged into): an index of its own would be paid for by every interaction written."""
     if limit <= 0:
         return []
-    cursor = (
-        store.interactions.find({"sender": identifier, "channel": channel, "account": account})
-        .sort([("occurred_at", -1), ("_id", -1)])
-        .limit(limit)
-    )
+    owner = await store.identities.find_one({"_id": identifier}, {"customer_id": 1})
+    if owner is None:
+        return []  # nothing of this visitor stored yet
+    customer_ids = {owner["customer_id"], await merges.root(store, owner["customer_id"])}
+    query = {
+        "customer_id": {"$in": sorted(customer_ids)},
+        "sender": identifier,
+        "channel": channel,
+        "account": account,
+    }
+    cursor = store.interactions.find(query).sort([("occurred_at", -1), ("_id", -1)]).limit(limit)
     docs = [d async for d in cursor]
     docs.reverse()
     return docs

@@ -25,7 +25,6 @@ INDEXES: dict[str, list[IndexModel]] = {
     # identities: _id = normalised identifier (unique by construction) → customer_id
     "identities": [IndexModel([("customer_id", ASCENDING)], name="by_customer")],
     "customers": [
-        IndexModel([("merged_into", ASCENDING)], name="by_merged_into", sparse=True),
         IndexModel([("name_tokens", ASCENDING)], name="by_name_token"),
     ],
     "interactions": [
@@ -34,13 +33,6 @@ INDEXES: dict[str, list[IndexModel]] = {
             name="timeline",
         ),
         IndexModel([("conversation_id", ASCENDING), ("occurred_at", ASCENDING)], name="by_conv"),
-        # web chat history of one visitor (store/interactions.of_sender); partial, so the
-        # other channels' writes do not pay for it
-        IndexModel(
-            [("sender", ASCENDING), ("occurred_at", DESCENDING)],
-            name="webchat_by_sender",
-            partialFilterExpression={"channel": "webchat"},
-        ),
     ],
     "conversations": [
         # at most one active conversation per customer thread
@@ -51,7 +43,6 @@ INDEXES: dict[str, list[IndexModel]] = {
             partialFilterExpression={"active": True},
         ),
         IndexModel([("customer_id", ASCENDING), ("opened_at", DESCENDING)], name="by_customer"),
-        IndexModel([("assignee", ASCENDING), ("state", ASCENDING)], name="by_assignee"),
         IndexModel(
             [
                 ("active", ASCENDING),
@@ -227,7 +218,14 @@ def connect(url: str, db: str, *, timeout_ms: int = 5000) -> Store:
 OBSOLETE_INDEXES: dict[str, tuple[str, ...]] = {
     # (state, opened_at): listings sort by last activity in memory anyway;
     # (customer_id, last_assigned_at): by_customer serves the few conversations of a customer
-    "conversations": ("queue", "last_served"),
+    # (assignee, state): an agent's list is {assignee, active}, which "waiting" serves
+    "conversations": ("queue", "last_served", "by_assignee"),
+    # web chat history reads the owner's timeline (store/interactions.of_sender): even a
+    # partial index costs every interaction insert its metadata work on SecantusDB
+    "interactions": ("webchat_by_sender",),
+    # every customer has merged_into (null while live), so it indexed them all for no query:
+    # tombstones are found by _id, search goes by name_tokens
+    "customers": ("by_merged_into",),
 }
 
 

@@ -229,11 +229,14 @@ class Ingestor:
                 origins.setdefault(d.customer_id, d.event_id)
         for cid, info in resolved.infos.items():
             origins.setdefault(cid, info.origin_event_id)
-        infos = resolved.infos
+        infos, shells = resolved.infos, resolved.shells
+        # a customer created by this batch was written whole; it changes only if later
+        # messages of the batch attached more identifiers to it
         changed = {
             cid
             for cid in first_event
-            if new_idents[cid] or (cid in infos and infos[cid].pending) or cid not in infos
+            if (cid in shells and not shells[cid].issuperset(new_idents[cid]))
+            or (cid not in shells and (new_idents[cid] or cid not in infos or infos[cid].pending))
         }
         missing = [cid for cid in first_event if cid not in origins]
         if missing:  # not expected: every decision names a known or a created customer

@@ -35,6 +35,8 @@ class Resolved:
     """what the store knew of the existing customers the decisions name"""
     merged: list[Doc] = field(default_factory=list)
     """merge log entries this batch executed (or found done on a replay)"""
+    shells: dict[str, frozenset[str]] = field(default_factory=dict)
+    """customers this batch created, with the identifiers their documents were created with"""
 
 
 async def resolve(
@@ -48,11 +50,20 @@ async def resolve(
     names = names or {}
     by_event = {s.event_id: s for s in sightings}
     lookups = {i for s in sightings for i in (*s.identifiers, *s.claimed)}
+    shelled: set[str] = set()
+    unsure: set[str] = set()  # shells whose stored identifiers may not be what they own
     for _ in range(MAX_RACE_ROUNDS):
         known = await identities.lookup(store, lookups)
-        live = await merges.roots(store, list(set(known.values())))
+        # one read for the customers the identifiers name; tombstones (rare) lead on to the
+        # live customers they were merged into
+        tombs: dict[str, str] = {}
+        infos = await customers.infos(store, list(set(known.values())), tombstones=tombs)
+        live = {cid: cid for cid in known.values()}
+        if tombs:
+            live.update(await merges.roots(store, list(tombs)))
+            roots = set(live.values()) - set(infos)
+            infos.update(await customers.infos(store, list(roots)))
         owners = {ident: live[cid] for ident, cid in known.items()}
-        infos = await customers.infos(store, list(set(owners.values())))
         for cid in set(owners.values()) - set(infos):
             # cannot happen while customers are written before their identities; if it
             # does, treat the customer as the oldest so every resolver orders it the same
@@ -61,16 +72,20 @@ async def resolve(
         decisions = resolve_batch(
             sightings, owners, infos, lambda eid: c.derived_id(eid, "customer"), policy
         )
-        # a customer exists before any identity points at it (readers rely on that)
+        # a customer exists before any identity points at it (readers rely on that); it is
+        # written whole, with the identifiers it is about to own, so that a batch that wins
+        # its links has nothing more to write to it
         created = [d for d in decisions if d.created]
-        await customers.create_shells(
+        unsure.update(d.customer_id for d in created if d.customer_id in shelled)
+        shelled.update(d.customer_id for d in created)
+        unsure |= await customers.create_shells(
             store,
             [
                 customers.NewCustomer(
                     customer_id=d.customer_id,
                     origin_event_id=d.event_id,
                     display_name=names.get(d.event_id),
-                    identifiers=(),
+                    identifiers=sorted(d.attach),
                     name_tokens=name_tokens(names.get(d.event_id)),
                     created_at=by_event[d.event_id].occurred_at,
                 )
@@ -82,14 +97,19 @@ async def resolve(
         linked = await identities.link(store, proposed, now)
         if all(linked.get(k) == v for k, v in proposed.items()):
             break
-        # another worker linked one of these identifiers first: decide again with the winner.
-        # A customer created for a lost link stays a pending shell that nothing points at
-        # (deleting it could race with a replay of the same event that is linking to it).
+        # another worker linked one of these identifiers first: decide again with the winner
         log.info("resolve.identity_race identifiers=%d", len(proposed))
     else:
         raise ConnectionFailure("identity resolution did not settle; will retry the batch")
 
-    out = Resolved({d.event_id: d for d in decisions}, infos)
+    # A customer created for a link another worker won stays as it was written; it owns
+    # nothing and nothing points at it, so search leaves it out. (Deleting it could race with
+    # a replay of the same event linking to it; hiding it with a write could race with another
+    # worker that made it the owner of something meanwhile.)
+    # A shell written before (a replay, or an earlier round after a lost race) may list
+    # identifiers it did not get: the batch's customer write brings it up to date as before.
+    shells = {d.customer_id: frozenset(d.attach) for d in created if d.customer_id not in unsure}
+    out = Resolved({d.event_id: d for d in decisions}, infos, shells=shells)
     for d in decisions:
         for m in d.merges:
             entry = await merges.merge(

@@ -42,6 +42,26 @@ class Recorder:
 _offset = iter(range(10**9))
 
 
+async def assert_orphans(store: Any, customer_ids: set[str]) -> None:
+    """Customers that own no identifier may only be orphans of a lost identity race: written
+    before their links, which another worker won. Nothing may point at them, and name search
+    must not find them."""
+    if not customer_ids:
+        return
+    ids = {"$in": sorted(customer_ids)}
+    assert await store.interactions.count_documents({"customer_id": ids}) == 0
+    assert await store.conversations.count_documents({"customer_id": ids}) == 0
+    assert (
+        await store.merges.count_documents({"$or": [{"survivor_id": ids}, {"loser_id": ids}]}) == 0
+    )
+    from store import customers
+
+    for doc in await store.customers.find({"_id": ids}).to_list():
+        for token in doc.get("name_tokens", ())[:1]:
+            found = {d["_id"] for d in await customers.search_by_name(store, [token], limit=500)}
+            assert doc["_id"] not in found
+
+
 def raw(message: c.Message | None = None, value: bytes | None = None) -> RawRecord:
     if value is None:
         assert message is not None
@@ -192,9 +212,10 @@ async def test_racing_workers_on_overlapping_identifiers_converge(store) -> None
     assert len(owners) == len({m.sender[0].value for m in messages})
     async for doc in store.interactions.find({}):
         assert owners[doc["sender"][0]] == doc["customer_id"]
-    # customers referenced by identities all exist; no customer without an identity
+    # customers referenced by identities all exist; one without an identity is an orphan
     cust_ids = {d["_id"] async for d in store.customers.find({"pending": {"$ne": True}})}
-    assert set(owners.values()) == cust_ids
+    assert set(owners.values()) <= cust_ids
+    await assert_orphans(store, cust_ids - set(owners.values()))
     assert await store.conversations.count_documents({"active": True}) == len(set(owners.values()))
 
 
@@ -236,3 +257,54 @@ async def test_auto_replies_and_bounces_never_open_a_conversation(store) -> None
     await ing.process([raw(auto), raw(bounce)])
     assert await store.interactions.count_documents({}) == 2
     assert await store.conversations.count_documents({}) == 0
+
+
+async def test_name_search_leaves_out_a_customer_that_lost_its_identity_race(store) -> None:
+    """A worker writes a customer before linking its identifier; if another worker linked it
+    first, the written customer owns nothing and search must not offer it to an agent."""
+    from store import customers
+
+    ing = Ingestor(store, Recorder())
+    await ing.process([raw(sms("search-1", "09121110000", display_name="Shirin Karimi"))])
+    owner = (await store.identities.find_one({"_id": "phone:+989121110000"}))["customer_id"]
+    now = c.utcnow()
+    loser = customers.NewCustomer(
+        customer_id="lost-race",
+        origin_event_id="elsewhere",
+        display_name="Shirin Karimi",
+        identifiers=["phone:+989121110000"],
+        name_tokens=["shirin", "karimi"],
+        created_at=now,
+    )
+    assert await customers.create_shells(store, [loser], now) == set()
+    assert await customers.create_shells(store, [loser], now) == {"lost-race"}  # a replay
+    found = await customers.search_by_name(store, ["shirin", "kar"])
+    assert [d["_id"] for d in found] == [owner]
+    assert [d["_id"] for d in await customers.search_by_name(store, ["shi"])] == [owner]
+    assert await customers.search_by_name(store, ["shirin", "rez"]) == []
+
+
+async def test_conversations_list_latest_message_first(store) -> None:
+    """A later message on an older conversation moves it to the top, with its time."""
+    from store import conversations
+
+    ing = Ingestor(store, Recorder())
+    await ing.process([raw(sms("order-1", "09121110001", occurred_at="2026-03-01T10:00:00Z"))])
+    await ing.process([raw(sms("order-2", "09121110002", occurred_at="2026-03-01T10:05:00Z"))])
+    listed = await conversations.listing(store, {"active": True})
+    assert [d["last_message_at"].isoformat() for d in listed] == [
+        "2026-03-01T10:05:00+00:00",
+        "2026-03-01T10:00:00+00:00",
+    ]
+    await ing.process([raw(sms("order-3", "09121110001", occurred_at="2026-03-01T10:09:00Z"))])
+    await ing.process([raw(sms("order-3", "09121110001", occurred_at="2026-03-01T10:09:00Z"))])
+    listed = await conversations.listing(store, {"active": True})
+    assert [d["last_message_at"].isoformat() for d in listed] == [
+        "2026-03-01T10:09:00+00:00",
+        "2026-03-01T10:05:00+00:00",
+    ]
+    assert len(await conversations.listing(store, {"active": True}, limit=1)) == 1
+    one = await conversations.get(store, listed[0]["_id"])
+    assert (await conversations.with_activity(store, [one]))[0]["last_message_at"] == (
+        listed[0]["last_message_at"]
+    )
