@@ -15,6 +15,7 @@ from pipeline import topics
 from pipeline.agents.ingest import Ingestor, RawRecord
 from pipeline.contract import utcnow
 from pipeline.publish import FaustPublisher
+from router.service import RouterConfig
 from store import merges
 from store.mongo import connect, ensure_indexes, wait_ready
 
@@ -94,6 +95,7 @@ def create_app(settings: Settings) -> faust.App:
             retry_max=settings.store_retry_max,
             policy=settings.identity_policy(),
             reopen_window=settings.reopen_window,
+            routing=RouterConfig.from_settings(settings),
         )
         log.info("worker.store_ready")
 

@@ -35,10 +35,11 @@ from pipeline import contract as c
 from pipeline import topics
 from pipeline.publish import Publisher, Record
 from router import policy, sla
+from router.classification import classification
 from router.errors import RoutingError
 from router.sockets import Socket, Sockets, send_json
 from store import agents, conversations, customers, offers
-from store.mongo import Doc, Store
+from store.mongo import Doc, Store, find_in
 
 log = logging.getLogger("omnihub.router")
 
@@ -67,6 +68,7 @@ QUEUE_TTL = 2.0  # seconds a copy of the waiting queue is used before it is read
 SEEN_MAX = 10_000
 SLA_EVERY = 5  # sweeps between SLA checks (a minute-scale clock needs no 1 s check)
 LEAK_GRACE = 10.0  # seconds past an offer's life before a hold with no owner is returned
+MESSAGE_FIELDS = {"conversation_id": 1, "direction": 1, "occurred_at": 1, "subject": 1, "text": 1}
 UNRECORDED_GRACE = timedelta(seconds=10)  # a conversation with no message yet waits this long
 
 __all__ = ["Router", "RouterConfig", "RoutingError", "send_json"]
@@ -482,7 +484,7 @@ class Router:
         made: list[Doc] = []
         window = timedelta(seconds=self.config.sticky_window)
         # classified even when nobody has room: queue order and SLA clocks depend on it
-        docs = [d for d in await asyncio.gather(*(self._classified(d) for d in docs)) if d]
+        docs = await self._classified_many(docs)
         for round_ in range(RESERVE_ROUNDS):
             if pool is None or round_ > 0:
                 pool = await agents.online(self.store)
@@ -557,58 +559,54 @@ class Router:
             for v, cands in items
         ]
 
-    async def _classified(self, conv: Doc) -> Doc | None:
-        """The conversation with its routing classification (computed and stored once);
-        None while its first message is not recorded yet (the ingest worker writes the
-        conversation a moment before the message, and emits conversation.opened after both)."""
-        if conv.get("classified_at") is not None:
-            return conv
-        last = await self.store.interactions.find_one(
-            {"conversation_id": conv["_id"], "direction": "in"}, sort=[("occurred_at", -1)]
+    async def _classified_many(self, docs: list[Doc]) -> list[Doc]:
+        """The conversations with their routing classification (computed and stored once),
+        in order; left out while a conversation's first message is not recorded yet (the
+        ingest worker writes the conversation a moment before the message, and emits
+        conversation.opened after both). However many there are: one read of their messages,
+        one of their customers and one write."""
+        todo = [d for d in docs if d.get("classified_at") is None]
+        if not todo:
+            return docs
+        store = self.store
+        ids = [d["_id"] for d in todo]
+        messages = await find_in(
+            store.interactions, "conversation_id", ids, projection=MESSAGE_FIELDS
         )
-        opened = conv.get("reopened_at") or conv.get("opened_at")
-        if last is None and opened is not None and c.utcnow() - opened < UNRECORDED_GRACE:
-            return None
-        cust = await customers.get(self.store, conv["customer_id"]) or {}
-        text = " ".join(x for x in ((last or {}).get("subject"), (last or {}).get("text")) if x)
-        cfg = self.config
-        cls = policy.classify(
-            text,
-            keywords=cfg.urgency_keywords,
-            segment=cust.get("segment"),
-            skilled_segments=cfg.skilled_segments,
-            vip_segments=cfg.vip_segments,
-            extra_skills=[*cfg.account_skills.get(conv.get("account", ""), []),
-                          *(conv.get("skills") or [])],
-        )
-        now = c.utcnow()
-        start = conv.get("reopened_at") or conv.get("opened_at") or now
-        base = conv.get("base_priority")
-        priority = max(int(conv.get("priority") or 0 if base is None else base), cls.priority)
-        fr = policy.sla_target(cfg.sla_first_response, priority)
-        res = policy.sla_target(cfg.sla_resolution, priority)
-        fields = {
-            "classified_at": now,
-            "language": cls.language,
-            "priority": priority,
-            "base_priority": priority,  # before SLA raises: the targets' key
-            "required_skills": sorted(cls.required_skills),
-            "urgency": list(cls.urgency),
-            "segment": cust.get("segment"),
-            "first_response_due": start + timedelta(seconds=fr),
-            "first_response_warn_at": start + timedelta(seconds=fr * (1 - cfg.sla_warn_fraction)),
-            "resolution_due": start + timedelta(seconds=res),
-            "resolution_warn_at": start + timedelta(seconds=res * (1 - cfg.sla_warn_fraction)),
+        last: dict[str, Doc] = {}  # the latest customer message of each conversation
+        for m in messages:
+            cur = last.get(m["conversation_id"])
+            if m.get("direction") == "in" and (
+                cur is None or (m["occurred_at"], m["_id"]) > (cur["occurred_at"], cur["_id"])
+            ):
+                last[m["conversation_id"]] = m
+        custs = {
+            d["_id"]: d
+            for d in await find_in(store.customers, "_id", {d["customer_id"] for d in todo})
         }
-        if await conversations.classify(self.store, conv["_id"], fields) is not None:
-            stored = {**conv, **fields}
-        else:  # another router classified it first: use theirs
-            stored = await conversations.get(self.store, conv["_id"]) or {**conv, **fields}
-        # what the offer will show, read once
-        self._seen[conv["_id"]] = (cust, (last or {}).get("text") or (last or {}).get("subject"))
+        for cid, cust in list(custs.items()):
+            if cust.get("merged_into"):  # merged meanwhile: the survivor's segment counts
+                custs[cid] = await customers.get(store, cid) or {}
+        now = c.utcnow()
+        fields: dict[str, Doc] = {}
+        for conv in todo:
+            msg = last.get(conv["_id"])
+            opened = conv.get("reopened_at") or conv.get("opened_at")
+            if msg is None and opened is not None and now - opened < UNRECORDED_GRACE:
+                continue
+            cust = custs.get(conv["customer_id"]) or {}
+            fields[conv["_id"]] = classification(self.config, conv, msg, cust.get("segment"), now)
+            # what the offer will show, read once
+            self._seen[conv["_id"]] = (cust, (msg or {}).get("text") or (msg or {}).get("subject"))
         if len(self._seen) > SEEN_MAX:
             self._seen.clear()
-        return stored
+        if not await conversations.classify_many(store, fields):
+            # another router classified some first: theirs count, as stored
+            stored = await conversations.get_many(store, list(fields))
+        else:
+            stored = {d["_id"]: {**d, **fields[d["_id"]]} for d in todo if d["_id"] in fields}
+        return [d if d.get("classified_at") is not None else stored[d["_id"]]
+                for d in docs if d.get("classified_at") is not None or d["_id"] in stored]
 
     def _view(self, conv: Doc, exclude: Sequence[str] = ()) -> policy.ConversationView:
         due = conv.get("resolution_due") if conv.get("first_response_at") else conv.get(

@@ -192,6 +192,16 @@ async def classify(store: Store, conversation_id: str, fields: Doc) -> Doc | Non
     return None if done is None else {**done, **fields}
 
 
+async def classify_many(store: Store, fields: dict[str, Doc]) -> bool:
+    """:func:`classify` for many conversations in one write; False if another router had
+    classified one of them first (the caller reads them back)."""
+    if not fields:
+        return True
+    ops = [UpdateOne({"_id": cid, "classified_at": None}, {"$set": f}) for cid, f in fields.items()]
+    res = await store.conversations.bulk_write(ops, ordered=False)
+    return res.matched_count == len(ops)
+
+
 async def claim_for_offer(
     store: Store, conversation_id: str, offer_id: str, agent_id: str | None = None
 ) -> Doc | None:

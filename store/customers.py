@@ -131,6 +131,7 @@ async def infos(
             "origin_event_id": 1,
             "pending": 1,
             "merged_into": 1,
+            "segment": 1,
         },
     )
     out = {}
@@ -145,6 +146,7 @@ async def infos(
             frozenset(d.get("separated_from", ())),
             d.get("origin_event_id", ""),
             bool(d.get("pending")),
+            d.get("segment"),
         )
     return out
 

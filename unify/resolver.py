@@ -45,6 +45,8 @@ class CustomerInfo:
     """the event that created the customer (not used for decisions)"""
     pending: bool = False
     """a shell whose identities are still being linked (not used for decisions)"""
+    segment: str | None = None
+    """the customer's segment, e.g. ``vip`` (not used for decisions; routing uses it)"""
 
     def order(self) -> tuple[datetime, str]:
         return (self.created_at, self.customer_id)

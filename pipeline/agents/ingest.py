@@ -26,6 +26,8 @@ from pipeline import contract as c
 from pipeline import topics
 from pipeline.agents.resolve import resolve
 from pipeline.publish import Publisher, Record
+from router.classification import Config as RoutingConfig
+from router.classification import classification
 from store import conversations, customers, interactions, merges
 from store.mongo import Doc, Store
 from unify.identifiers import InvalidIdentifier, normalize
@@ -88,8 +90,12 @@ class Ingestor:
         retry_max: float = 10.0,
         policy: Policy | None = None,
         reopen_window: float = 7 * 86400,
+        routing: RoutingConfig | None = None,
     ) -> None:
+        """``routing``: classify the conversations this worker opens in the write that opens
+        them (the router's configuration); without it the router classifies them."""
         self.store = store
+        self.routing = routing
         self.reopen_window = reopen_window
         self.policy = policy or Policy()
         self.publisher = publisher
@@ -264,7 +270,8 @@ class Ingestor:
             i.event.id: (by_event[i.event.id].customer_id, i.message.channel, i.message.thread)
             for i in items
         }
-        active, fresh = await self._conversations(items, keys, recorded, now)
+        segments = {cid: info.segment for cid, info in infos.items()}
+        active, fresh = await self._conversations(items, keys, recorded, now, segments)
 
         # the timeline
         docs: list[Doc] = []
@@ -294,6 +301,7 @@ class Ingestor:
         keys: dict[str, conversations.Key],
         recorded: dict[str, str | None],
         now: Any,
+        segments: dict[str, str | None],
     ) -> tuple[dict[conversations.Key, Doc], set[str]]:
         """The active conversation of every key: existing, reopened, or newly opened; and
         the ids of those this batch opened (their last_message_at is already the batch's).
@@ -319,10 +327,15 @@ class Ingestor:
             known, opening, now - timedelta(seconds=self.reopen_window)
         )
         last_at: dict[conversations.Key, datetime] = {}
+        latest_in: dict[conversations.Key, c.Message] = {}  # what routing judges it on
         for item in items:  # a new conversation starts with the batch's last message on it
             if item.event.id not in recorded:
-                key, at = keys[item.event.id], item.message.occurred_at
-                last_at[key] = max(last_at.get(key, at), at)
+                key, m = keys[item.event.id], item.message
+                last_at[key] = max(last_at.get(key, m.occurred_at), m.occurred_at)
+                if m.direction == "in" and (
+                    key not in latest_in or m.occurred_at >= latest_in[key].occurred_at
+                ):
+                    latest_in[key] = m
         proposals: list[Doc] = []
         for key, item in opening.items():
             conv = recent.get(key)
@@ -334,22 +347,25 @@ class Ingestor:
                 if reopened is not None:
                     active[key] = reopened
                     continue
-            proposals.append(
-                {
-                    "_id": c.derived_id(item.event.id, "conversation"),
-                    "customer_id": key[0],
-                    "channel": key[1],
-                    "thread": key[2],
-                    "account": item.message.account,
-                    "state": "open",
-                    "assignee": None,
-                    "offer_id": None,
-                    "priority": 0,
-                    "opened_at": now,
-                    "opened_by": item.event.id,
-                    "last_message_at": last_at[key],
-                }
-            )
+            doc = {
+                "_id": c.derived_id(item.event.id, "conversation"),
+                "customer_id": key[0],
+                "channel": key[1],
+                "thread": key[2],
+                "account": item.message.account,
+                "state": "open",
+                "assignee": None,
+                "offer_id": None,
+                "priority": 0,
+                "opened_at": now,
+                "opened_by": item.event.id,
+                "last_message_at": last_at[key],
+            }
+            if self.routing is not None:
+                m = latest_in.get(key, item.message)
+                message = {"subject": m.subject, "text": m.text}
+                doc.update(classification(self.routing, doc, message, segments.get(key[0]), now))
+            proposals.append(doc)
         opened = await conversations.open_many(store, proposals)
         active.update(opened)
         mine = {p["_id"] for p in proposals}

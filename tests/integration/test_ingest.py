@@ -308,3 +308,23 @@ async def test_conversations_list_latest_message_first(store) -> None:
     assert (await conversations.with_activity(store, [one]))[0]["last_message_at"] == (
         listed[0]["last_message_at"]
     )
+
+
+async def test_a_conversation_is_classified_for_routing_in_the_write_that_opens_it(store) -> None:
+    """With the router's configuration the worker stores language, urgency, priority and SLA
+    due times when it opens a conversation, judged on the batch's latest customer message."""
+    from router.service import RouterConfig
+
+    ing = Ingestor(store, Recorder(), routing=RouterConfig(sla_first_response=(3600.0, 900.0)))
+    first = sms("cls-1", "09121110003", "سلام", occurred_at="2026-03-01T10:00:00Z")
+    urgent = sms("cls-2", "09121110003", "فوری: سفارشم نرسید", occurred_at="2026-03-01T10:00:05Z")
+    await ing.process([raw(first), raw(urgent)])
+    conv = await store.conversations.find_one({})
+    assert conv["classified_at"] == conv["opened_at"]
+    assert conv["language"] == "fa" and conv["urgency"] == ["فوری"]
+    assert conv["priority"] == conv["base_priority"] >= 1
+    assert conv["first_response_due"] - conv["opened_at"] == timedelta(seconds=900)
+    # without the configuration (as before), the router is left to classify it
+    await Ingestor(store, Recorder()).process([raw(sms("cls-3", "09121110004", "hello"))])
+    other = await store.conversations.find_one({"_id": {"$ne": conv["_id"]}})
+    assert other.get("classified_at") is None
