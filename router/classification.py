@@ -14,6 +14,8 @@ from typing import Any, Protocol
 from router import policy
 from store.mongo import Doc
 
+PREVIEW = 200  # characters of the message an offer shows
+
 
 class Config(Protocol):
     urgency_keywords: tuple[str, ...]
@@ -59,4 +61,6 @@ def classification(
         "first_response_warn_at": start + timedelta(seconds=fr * warn),
         "resolution_due": start + timedelta(seconds=res),
         "resolution_warn_at": start + timedelta(seconds=res * warn),
+        # what an offer shows of it
+        "preview": ((message or {}).get("text") or (message or {}).get("subject") or "")[:PREVIEW],
     }

@@ -710,6 +710,10 @@ class Router:
         seen = self._seen.pop(offer["conversation_id"], None)
         if seen is not None:
             cust, text = seen[0] or {}, seen[1]
+        elif offer.get("transfer") is None and conv.get("preview") is not None:
+            # what it was classified on (the worker stores it when it opens the conversation)
+            cust = await customers.get(self.store, offer["customer_id"]) or {}
+            text = conv["preview"]
         else:
             cust = await customers.get(self.store, offer["customer_id"]) or {}
             last = await self.store.interactions.find_one(
