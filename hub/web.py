@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -36,6 +37,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 STORE: web.AppKey[Store] = web.AppKey("store", Store)
 API_TOKEN: web.AppKey[str] = web.AppKey("api_token", str)
+PRINCIPAL_TTL = 5.0  # seconds an agent's principal is used without reading the store again
+PRINCIPALS_MAX = 10_000
 MAX_BODY: web.AppKey[int] = web.AppKey("max_body", int)
 
 
@@ -116,6 +119,55 @@ def bearer(request: web.Request) -> str | None:
     return None
 
 
+class Principals:
+    """Agents' principals by session-token digest, each kept for ``PRINCIPAL_TTL`` seconds:
+    a console makes several calls per action, each would read the session and the agent.
+    Logout and changes to an agent forget theirs at once in this process (see
+    :func:`forget_sessions`); another API process notices within the TTL."""
+
+    def __init__(self) -> None:
+        self._by_digest: dict[str, tuple[float, Principal]] = {}
+
+    def get(self, digest: str) -> Principal | None:
+        hit = self._by_digest.get(digest)
+        if hit is None or hit[0] < time.monotonic():
+            self._by_digest.pop(digest, None)
+            return None
+        return hit[1]
+
+    def put(self, digest: str, principal: Principal, left: float) -> None:
+        """Keep ``principal`` for the TTL, or the ``left`` seconds its session has if fewer."""
+        if len(self._by_digest) >= PRINCIPALS_MAX:
+            self._by_digest.clear()
+        self._by_digest[digest] = (time.monotonic() + min(PRINCIPAL_TTL, left), principal)
+
+    def forget(self, *, digest: str | None = None, agent_id: str | None = None) -> None:
+        if digest is not None:
+            self._by_digest.pop(digest, None)
+        if agent_id is not None:
+            for key in [k for k, (_, p) in self._by_digest.items() if p.agent_id == agent_id]:
+                del self._by_digest[key]
+
+
+_principals: weakref.WeakKeyDictionary[web.Application, Principals] = weakref.WeakKeyDictionary()
+
+
+def principals(app: web.Application) -> Principals:
+    """The principal cache of one application (made on first use)."""
+    found = _principals.get(app)
+    if found is None:
+        found = _principals[app] = Principals()
+    return found
+
+
+def forget_sessions(
+    request: web.Request, *, digest: str | None = None, agent_id: str | None = None
+) -> None:
+    """After a logout (``digest``) or a change to an agent (``agent_id``): no cached principal
+    of theirs is used again."""
+    principals(request.app).forget(digest=digest, agent_id=agent_id)
+
+
 async def authenticate(request: web.Request) -> Principal:
     token = bearer(request)
     if token is None:
@@ -124,7 +176,12 @@ async def authenticate(request: web.Request) -> Principal:
         return Principal("system", role="admin")
     store = request.app[STORE]
     digest = hash_token(token)
-    session = await sessions.valid(store, digest, datetime.now(UTC))
+    cache = principals(request.app)
+    known = cache.get(digest)
+    if known is not None:
+        return known
+    now = datetime.now(UTC)
+    session = await sessions.valid(store, digest, now)
     if session is None:
         raise ApiError(401, "unauthorized", "invalid or expired token; log in again")
     doc = await store.agents.find_one(
@@ -133,9 +190,13 @@ async def authenticate(request: web.Request) -> Principal:
     if doc is None or not doc.get("active", True):
         raise ApiError(401, "unauthorized", "this agent is deactivated")
     role: Role = doc["role"] if doc.get("role") in _RANK else "agent"
-    return Principal(
+    principal = Principal(
         "agent", str(doc["_id"]), doc.get("name"), role, tuple(doc.get("teams") or ()), digest
     )
+    expires = session.get("expires_at")
+    left = (expires - now).total_seconds() if isinstance(expires, datetime) else 0.0
+    cache.put(digest, principal, left)
+    return principal
 
 
 def require_system(p: Principal) -> None:

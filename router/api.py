@@ -22,6 +22,7 @@ from hub.web import (
     STORE,
     ApiError,
     Principal,
+    forget_sessions,
     json_response,
     principal,
     read_json,
@@ -148,6 +149,7 @@ async def logout(request: web.Request) -> web.Response:
     require_agent(p)
     if p.session:
         await sessions.delete(request.app[STORE], p.session)
+        forget_sessions(request, digest=p.session)
     return json_response({"status": "logged_out"})
 
 
@@ -262,6 +264,7 @@ async def update_agent(request: web.Request) -> web.Response:
         raise ApiError(400, "invalid_field", "nothing to change")
     fields["updated_at"] = utcnow()
     doc = await agents.update(store, agent_id, fields)
+    forget_sessions(request, agent_id=agent_id)  # role, teams, active: the next call reads them
     router = request.app[ROUTER]
     if fields.get("active") is False or "password_hash" in fields:
         await sessions.delete_for_agent(store, agent_id)  # old logins end

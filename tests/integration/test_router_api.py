@@ -127,11 +127,18 @@ async def test_login_roles_and_logout(api: Api) -> None:
     assert (await api.call("POST", "/api/v1/agents/logout", token))[0] == 200
     status, err = await api.call("GET", "/api/v1/agents/me", token)
     assert status == 401 and err["error"]["code"] == "unauthorized"
-    # a deactivated agent's sessions end at once
+    # a change of role counts from the next call, and a deactivated agent's sessions end at
+    # once (though the API keeps recent sessions in memory)
     _, again = await api.call(
         "POST", "/api/v1/agents/login", json={"email": "a@example.com", "password": PASSWORD}
     )
-    await api.call("PATCH", f"/api/v1/agents/{agent['id']}", sup, json={"active": False})
+    assert (await api.call("GET", "/api/v1/agents", again["token"]))[0] == 403
+    promote = {"role": "supervisor"}
+    status, _ = await api.call("PATCH", f"/api/v1/agents/{agent['id']}", json=promote)
+    assert status == 200
+    assert (await api.call("GET", "/api/v1/agents", again["token"]))[0] == 200
+    status, _ = await api.call("PATCH", f"/api/v1/agents/{agent['id']}", json={"active": False})
+    assert status == 200
     assert (await api.call("GET", "/api/v1/agents/me", again["token"]))[0] == 401
 
 
