@@ -600,13 +600,13 @@ class Router:
             self._seen[conv["_id"]] = (cust, (msg or {}).get("text") or (msg or {}).get("subject"))
         if len(self._seen) > SEEN_MAX:
             self._seen.clear()
-        if not await conversations.classify_many(store, fields):
-            # another router classified some first: theirs count, as stored
-            stored = await conversations.get_many(store, list(fields))
-        else:
+        if await conversations.classify_many(store, fields):
             stored = {d["_id"]: {**d, **fields[d["_id"]]} for d in todo if d["_id"] in fields}
-        return [d if d.get("classified_at") is not None else stored[d["_id"]]
-                for d in docs if d.get("classified_at") is not None or d["_id"] in stored]
+        else:  # another router classified some first: theirs count, as stored
+            stored = await conversations.get_many(store, list(fields))
+        # in order; those still waiting for their first message are left out
+        return [stored.get(d["_id"], d) for d in docs
+                if d.get("classified_at") is not None or d["_id"] in stored]
 
     def _view(self, conv: Doc, exclude: Sequence[str] = ()) -> policy.ConversationView:
         due = conv.get("resolution_due") if conv.get("first_response_at") else conv.get(
@@ -710,16 +710,15 @@ class Router:
         seen = self._seen.pop(offer["conversation_id"], None)
         if seen is not None:
             cust, text = seen[0] or {}, seen[1]
-        elif offer.get("transfer") is None and conv.get("preview") is not None:
-            # what it was classified on (the worker stores it when it opens the conversation)
-            cust = await customers.get(self.store, offer["customer_id"]) or {}
-            text = conv["preview"]
         else:
             cust = await customers.get(self.store, offer["customer_id"]) or {}
-            last = await self.store.interactions.find_one(
-                {"conversation_id": offer["conversation_id"]}, sort=[("occurred_at", -1)]
-            )
-            text = (last or {}).get("text") or (last or {}).get("subject")
+            # what it was classified on (stored when it was opened), unless it is a transfer
+            text = conv.get("preview") if offer.get("transfer") is None else None
+            if text is None:
+                last = await self.store.interactions.find_one(
+                    {"conversation_id": offer["conversation_id"]}, sort=[("occurred_at", -1)]
+                )
+                text = (last or {}).get("text") or (last or {}).get("subject")
         preview = text or ""
         return {
             "id": offer["_id"],

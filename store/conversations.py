@@ -390,9 +390,12 @@ async def listing(store: Store, query: Doc, limit: int = 50) -> list[Doc]:
     await with_activity(store, heads)
     epoch = datetime.min.replace(tzinfo=UTC)
     heads.sort(key=lambda d: d.get("last_message_at") or d.get("opened_at") or epoch, reverse=True)
-    top = [d["_id"] for d in heads[:limit]]
-    docs = {d["_id"]: d for d in await find_in(store.conversations, "_id", top)}
-    return await with_activity(store, [docs[i] for i in top if i in docs])
+    top = {d["_id"]: d.get("last_message_at") for d in heads[:limit]}
+    docs = {d["_id"]: d for d in await find_in(store.conversations, "_id", list(top))}
+    out = [docs[i] for i in top if i in docs]
+    for doc in out:  # the time merged above: the document's own is never later
+        doc["last_message_at"] = top[doc["_id"]]
+    return out
 
 
 async def held_by(store: Store, pairs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:

@@ -11,14 +11,13 @@ read the code could confirm an identifier on the customer's behalf.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from prometheus_client import Counter
 
-from connectors.base import inbound_key
+from connectors.base import OutboundConsumer, inbound_key
 from hub.settings import Settings
 from pipeline import contract as c
 from pipeline import topics
@@ -69,38 +68,22 @@ def records_for(value: bytes, partition: int, offset: int) -> tuple[str, list[Re
     return "recorded", [Record(topics.INBOUND, inbound_key(copy), event.to_json())]
 
 
-class ReplyRecorder:
+class ReplyRecorder(OutboundConsumer):
     """Consumes the api outbound topic with its own group; commits after publishing."""
 
+    name = "api-send"
+
     def __init__(self, publisher: Publisher, settings: Settings) -> None:
+        super().__init__(settings)
         self.publisher = publisher
-        self.settings = settings
-        self.consumer: AIOKafkaConsumer | None = None
-        self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         s = self.settings
-        self.consumer = AIOKafkaConsumer(
-            OUTBOUND_TOPIC,
-            bootstrap_servers=s.bootstrap,
-            group_id=s.api_outbound_group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=int(s.kafka_session_timeout * 1000),
-            heartbeat_interval_ms=int(s.kafka_heartbeat_interval * 1000),
-            fetch_max_wait_ms=int(s.kafka_fetch_wait * 1000),
-            client_id="omnihub-api-send",
+        self.consumer = self.group_consumer(
+            OUTBOUND_TOPIC, s.api_outbound_group, fetch_wait_ms=int(s.kafka_fetch_wait * 1000)
         )
         await self.consumer.start()
-        self._task = asyncio.create_task(self._run(), name="api-send")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-        if self.consumer is not None:
-            await self.consumer.stop()
+        self.run(self._run())
 
     async def _run(self) -> None:
         assert self.consumer is not None

@@ -13,7 +13,6 @@ so a replay after a crash republishes but never mails the customer twice.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import re
@@ -26,11 +25,10 @@ from email.policy import SMTP as SMTP_POLICY
 from email.utils import format_datetime, formataddr
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import Counter
 from pymongo.errors import PyMongoError
 
-from connectors.base import inbound_key
+from connectors.base import OutboundConsumer, inbound_key
 from connectors.email.config import Inbox, SmtpRelay
 from connectors.email.service import EmailConnector
 from hub.settings import Settings
@@ -153,65 +151,24 @@ def deliver(relay: SmtpRelay, hostname: str, sender: str, rcpts: list[str], data
         raise PermanentSendError(f"some recipients refused: {detail}")
 
 
-class ReplySender:
+class ReplySender(OutboundConsumer):
     """Consumes the email outbound topic with its own group; commits after each reply."""
+
+    name = "email-send"
 
     def __init__(
         self, connector: EmailConnector, publisher: Publisher, store: Store, settings: Settings
     ) -> None:
+        super().__init__(settings)
         self.connector = connector
         self.publisher = publisher
         self.store = store
-        self.settings = settings
-        self.consumer: AIOKafkaConsumer | None = None
-        self._task: asyncio.Task[None] | None = None
         self.source = connector.source
-        self.on_crash: Callable[[], None] = lambda: None
-        self.crashed = False
 
     async def start(self) -> None:
-        s = self.settings
-        self.consumer = AIOKafkaConsumer(
-            OUTBOUND_TOPIC,
-            bootstrap_servers=s.bootstrap,
-            group_id=s.email_outbound_group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=int(s.kafka_session_timeout * 1000),
-            heartbeat_interval_ms=int(s.kafka_heartbeat_interval * 1000),
-            client_id="omnihub-email-send",
-        )
+        self.consumer = self.group_consumer(OUTBOUND_TOPIC, self.settings.email_outbound_group)
         await self.consumer.start()
-        self._task = asyncio.create_task(self._run(), name="email-send")
-        self._task.add_done_callback(self._crashed)
-
-    def _crashed(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled() or task.exception() is None:
-            return
-        # Nothing was committed for the reply in hand: let the process die and be restarted
-        # (supervisor, systemd, Kubernetes) rather than sit in the group doing nothing.
-        log.error("email.sender_crashed error=%r", task.exception())
-        self.crashed = True
-        self.on_crash()
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-        if self.consumer is not None:
-            await self.consumer.stop()
-
-    async def _run(self) -> None:
-        assert self.consumer is not None
-        while True:
-            batch = await self.consumer.getmany(timeout_ms=1000, max_records=50)
-            for tp, records in batch.items():
-                for record in records:
-                    await self.handle(record.value, record.partition, record.offset)
-                    await self.consumer.commit(
-                        {TopicPartition(tp.topic, tp.partition): record.offset + 1}
-                    )
+        self.run(self.commit_each(self.handle, max_records=50))
 
     # ------------------------------------------------------------------ one reply
     async def handle(self, value: bytes, partition: int = 0, offset: int = 0) -> str:

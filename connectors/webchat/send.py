@@ -20,16 +20,14 @@ widget never shows a reply twice.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter
 
-from connectors.base import inbound_key
+from connectors.base import OutboundConsumer, inbound_key
 from hub.settings import Settings
 from pipeline import contract as c
 from pipeline import topics
@@ -88,39 +86,7 @@ def sent_copy(reply: c.Reply, visitor_id: str) -> c.Message:
     )
 
 
-class _Consumer:
-    """Shared life cycle: a consumer task that, if it dies, takes the process with it."""
-
-    name = "webchat-consumer"
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.consumer: AIOKafkaConsumer | None = None
-        self._task: asyncio.Task[None] | None = None
-        self.on_crash: Callable[[], None] = lambda: None
-        self.crashed = False
-
-    def _run_task(self, coro: Any) -> None:
-        self._task = asyncio.create_task(coro, name=self.name)
-        self._task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled() or task.exception() is None:
-            return
-        log.error("webchat.consumer_crashed name=%s error=%r", self.name, task.exception())
-        self.crashed = True
-        self.on_crash()
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-        if self.consumer is not None:
-            await self.consumer.stop()
-
-
-class ReplyRecorder(_Consumer):
+class ReplyRecorder(OutboundConsumer):
     """Records agent replies on the timeline and reports their status; commits per record."""
 
     name = "webchat-record"
@@ -135,31 +101,11 @@ class ReplyRecorder(_Consumer):
         self.source = connector.source
 
     async def start(self) -> None:
-        s = self.settings
-        self.consumer = AIOKafkaConsumer(
-            OUTBOUND_TOPIC,
-            bootstrap_servers=s.bootstrap,
-            group_id=s.webchat_outbound_group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=int(s.kafka_session_timeout * 1000),
-            heartbeat_interval_ms=int(s.kafka_heartbeat_interval * 1000),
-            fetch_max_wait_ms=200,
-            client_id="omnihub-webchat-record",
+        self.consumer = self.group_consumer(
+            OUTBOUND_TOPIC, self.settings.webchat_outbound_group, fetch_wait_ms=200
         )
         await self.consumer.start()
-        self._run_task(self._run())
-
-    async def _run(self) -> None:
-        assert self.consumer is not None
-        while True:
-            batch = await self.consumer.getmany(timeout_ms=1000, max_records=100)
-            for tp, records in batch.items():
-                for record in records:
-                    await self.handle(record.value, record.partition, record.offset)
-                    await self.consumer.commit(
-                        {TopicPartition(tp.topic, tp.partition): record.offset + 1}
-                    )
+        self.run(self.commit_each(self.handle, max_records=100))
 
     async def handle(self, value: bytes | None, partition: int = 0, offset: int = 0) -> str:
         """Record one outbound event; returns what became of it."""
@@ -242,7 +188,7 @@ class ReplyRecorder(_Consumer):
         REPLIES.labels("deadletter").inc()
 
 
-class LiveFanout(_Consumer):
+class LiveFanout(OutboundConsumer):
     """Pushes replies and agent typing to the tabs of this process, from the topic's end."""
 
     name = "webchat-fanout"
@@ -257,7 +203,7 @@ class LiveFanout(_Consumer):
             group_id=None,
             enable_auto_commit=False,
             fetch_max_wait_ms=100,
-            client_id="omnihub-webchat-fanout",
+            client_id=f"omnihub-{self.name}",
         )
         await self.consumer.start()
         partitions = self.consumer.partitions_for_topic(OUTBOUND_TOPIC)
@@ -269,7 +215,7 @@ class LiveFanout(_Consumer):
         assigned = [TopicPartition(OUTBOUND_TOPIC, p) for p in sorted(partitions)]
         self.consumer.assign(assigned)
         await self.consumer.seek_to_end(*assigned)
-        self._run_task(self._run())
+        self.run(self._run())
 
     async def _run(self) -> None:
         assert self.consumer is not None

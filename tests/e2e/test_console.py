@@ -21,25 +21,14 @@ from typing import Any
 
 import aiohttp
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, WebSocketRoute, async_playwright
+from playwright.async_api import Browser, BrowserContext, Page, WebSocketRoute
 
+from tests.e2e.browser import ARTIFACTS, chromium
 from tests.e2e.test_user_story import PORT_FLAGS, Stack
 from tests.peers import free_port
 
 pytestmark = pytest.mark.e2e
 
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-    "--disable-dev-shm-usage",
-]
 PASSWORD = "console-secret-1"
 JALALI_MONTHS = "فروردین اردیبهشت خرداد تیر مرداد شهریور مهر آبان آذر دی بهمن اسفند".split()
 GREGORIAN_MONTHS_FA = (
@@ -69,20 +58,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture(scope="module")
 async def browser() -> AsyncIterator[Browser]:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+    async with chromium() as b:
         yield b
-        await b.close()
-
-
-@pytest.fixture
-async def admin(stack: Stack) -> AsyncIterator[Admin]:
-    token = Path(stack.info["token_file"]).read_text().strip()
-    async with aiohttp.ClientSession(
-        base_url=stack.info["api"], headers={"Authorization": f"Bearer {token}"}
-    ) as session:
-        yield Admin(session)
 
 
 class Admin:

@@ -13,10 +13,10 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from aiohttp import web
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser
 
+from tests.e2e.browser import ARTIFACTS, chromium
 from tests.e2e.test_console import (
-    ARTIFACTS,
     Admin,
     open_console,
     sign_in,
@@ -24,8 +24,6 @@ from tests.e2e.test_console import (
 )
 from tests.e2e.test_user_story import PORT_FLAGS, Stack
 from tests.e2e.test_webchat_widget import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     QUESTION,
     W,
     bubbles,
@@ -67,29 +65,13 @@ async def shop(stack: Stack) -> AsyncIterator[str]:
 
 @pytest.fixture(scope="module")
 async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+    async with chromium() as b:
         yield b
-        await b.close()
-
-
-@pytest.fixture
-async def admin(stack: Stack) -> AsyncIterator[Admin]:
-    from pathlib import Path
-
-    import aiohttp
-
-    token = Path(stack.info["token_file"]).read_text().strip()
-    async with aiohttp.ClientSession(
-        base_url=stack.info["api"], headers={"Authorization": f"Bearer {token}"}
-    ) as session:
-        yield Admin(session)
 
 
 async def test_a_visitor_in_the_widget_and_an_agent_in_the_console_talk_in_persian(
     stack: Stack, shop: str, browser: Browser, admin: Admin
 ) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
     maryam = await admin.agent("مریم کریمی", "maryam@example.com")
     console, watch = await open_console(browser, stack, "fa-IR")
     visitor_ctx = await browser.new_context(

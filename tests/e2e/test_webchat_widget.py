@@ -22,26 +22,14 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page
 
+from tests.e2e.browser import ARTIFACTS, chromium
 from tests.e2e.test_user_story import PORT_FLAGS, Stack
 from tests.peers import free_port
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-    "--disable-dev-shm-usage",
-]
-ARTIFACTS = Path(__file__).parents[1] / "artifacts"
 QUESTION = "سلام، سفارشم کی می‌رسه؟"
 ANSWER = "سلام! سفارش شما فردا به دستتان می‌رسد."
 OFFLINE = "این پیام را بدون اینترنت نوشتم"
@@ -88,10 +76,8 @@ async def shop(stack: Stack) -> AsyncIterator[str]:
 
 @pytest.fixture(scope="module")
 async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+    async with chromium() as b:
         yield b
-        await b.close()
 
 
 class Agent:
@@ -205,7 +191,6 @@ async def visitor_timeline(admin: aiohttp.ClientSession, page: Page) -> list[dic
 async def test_a_visitor_chats_with_an_agent_in_persian_across_reload_and_offline(
     stack: Stack, shop: str, browser: Browser, agent: Agent, admin: aiohttp.ClientSession
 ) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
     context = await browser.new_context(
         viewport={"width": 900, "height": 700}, locale="fa-IR", timezone_id="Asia/Tehran"
     )
@@ -315,7 +300,6 @@ async def test_a_visitor_chats_with_an_agent_in_persian_across_reload_and_offlin
 
 
 async def test_the_widget_in_english_on_a_left_to_right_page(shop: str, browser: Browser) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
     context = await browser.new_context(viewport={"width": 900, "height": 700}, locale="en-US")
     page = await context.new_page()
     try:
