@@ -317,7 +317,7 @@ async def list_offers(request: web.Request) -> web.Response:
     agent_id = require_agent(principal(request))
     router = request.app[ROUTER]
     pending = await offers.pending_for(request.app[STORE], agent_id)
-    return json_response({"offers": [await router.describe(o) for o in pending]})
+    return json_response({"offers": await router.describe_many(pending)})
 
 
 async def accept_offer(request: web.Request) -> web.Response:

@@ -523,24 +523,15 @@ class Router:
             stuck = [self._with_sticky(v, served.get(by_id[v.conversation_id]["customer_id"]))
                      for v, _ in first]
             planned = policy.plan(stuck, [agent_view(a) for a in pool], now, window)
-            # one agent's offers in queue order (its socket sees them so), agents in parallel
-            lanes: dict[str, list[tuple[policy.ConversationView, list[policy.AgentView]]]] = {}
-            for item in planned:
-                lanes.setdefault(item[1][0].agent_id, []).append(item)
-
             contended = []
-            lane_results = await asyncio.gather(
-                *(self._lane(items, by_id) for items in lanes.values())
-            )
             taken = []
-            for results in lane_results:
-                for conv_id, result in results:
-                    if isinstance(result, dict):
-                        made.append(result)
-                    elif result == "contended":
-                        contended.append(by_id[conv_id])
-                    else:
-                        taken.append((conv_id, result))
+            for conv_id, result in await self._offer_planned(planned, by_id):
+                if isinstance(result, dict):
+                    made.append(result)
+                elif result == "contended":
+                    contended.append(by_id[conv_id])
+                else:
+                    taken.append((conv_id, result))
             self._forget({k for k, _ in taken})
             if not contended:
                 return made
@@ -548,6 +539,50 @@ class Router:
         log.info("router.contended conversations=%d", len(docs))
         self._remember(docs)
         return made
+
+    async def _offer_planned(
+        self,
+        planned: list[tuple[policy.ConversationView, list[policy.AgentView]]],
+        by_id: dict[str, Doc],
+    ) -> list[tuple[str, Doc | str]]:
+        """Offer what a pass planned in a few round trips whatever its size: each agent's units
+        held in one guarded write, the offers written in one insert, the conversations claimed
+        in one write and read back once. An agent whose units could not all be held (its room
+        changed since the plan) gets its conversations one by one, down the candidate list."""
+        groups: dict[tuple[str, str], list[tuple[policy.ConversationView, list[policy.AgentView]]]]
+        groups = {}
+        for item in planned:
+            groups.setdefault((item[1][0].agent_id, item[0].channel), []).append(item)
+        now = c.utcnow()
+        held = await asyncio.gather(
+            *(
+                agents.reserve_many(
+                    self.store,
+                    agent_id,
+                    channel,
+                    items[0][1][0].capacity.get(channel, 0),
+                    [v.conversation_id for v, _ in items],
+                    now,
+                )
+                for (agent_id, channel), items in groups.items()
+            )
+        )
+        batch: list[tuple[Doc, str]] = []
+        lanes: dict[str, list[tuple[policy.ConversationView, list[policy.AgentView]]]] = {}
+        for ok, ((agent_id, _), items) in zip(held, groups.items(), strict=True):
+            if ok:
+                batch += [(by_id[v.conversation_id], agent_id) for v, _ in items]
+            else:
+                lanes.setdefault(agent_id, []).extend(items)
+        results: list[tuple[str, Doc | str]] = []
+        if batch:
+            offered = await self.make_offers(batch, c.utcnow())
+            results += [(conv["_id"], offer or "taken")
+                        for (conv, _), offer in zip(batch, offered, strict=True)]
+        # one agent's offers in queue order (its socket sees them so), agents in parallel
+        for lane in await asyncio.gather(*(self._lane(items, by_id) for items in lanes.values())):
+            results += lane
+        return results
 
     async def _lane(
         self,
@@ -658,17 +693,7 @@ class Router:
         On a lost claim the offer is cancelled and the unit given back. A transfer moves the
         conversation itself (router/actions.py) and passes ``transfer``.
         """
-        offer = {
-            "_id": str(uuid.uuid4()),
-            "conversation_id": conv["_id"],
-            "customer_id": conv["customer_id"],
-            "channel": conv["channel"],
-            "agent_id": agent_id,
-            "state": "pending",
-            "created_at": now,
-            "expires_at": now + timedelta(seconds=self.config.offer_timeout),
-            "transfer": transfer,
-        }
+        offer = self._new_offer(conv, agent_id, now, transfer)
         # the offer exists before the claim: a crash in between leaves an offer that expires
         await offers.create(self.store, offer)
         if transfer is not None:
@@ -685,18 +710,67 @@ class Router:
         await self.push_offer(offer, conv)
         return offer
 
+    def _new_offer(self, conv: Doc, agent_id: str, now: Any, transfer: Doc | None) -> Doc:
+        return {
+            "_id": str(uuid.uuid4()),
+            "conversation_id": conv["_id"],
+            "customer_id": conv["customer_id"],
+            "channel": conv["channel"],
+            "agent_id": agent_id,
+            "state": "pending",
+            "created_at": now,
+            "expires_at": now + timedelta(seconds=self.config.offer_timeout),
+            "transfer": transfer,
+        }
+
+    async def make_offers(self, pairs: list[tuple[Doc, str]], now: Any) -> list[Doc | None]:
+        """:meth:`make_offer` for many (conversation, agent) pairs whose units are held, in
+        the same order of steps but one write or read per step for all of them."""
+        store = self.store
+        made = [self._new_offer(conv, agent_id, now, None) for conv, agent_id in pairs]
+        await offers.create_many(store, made)
+        won = await conversations.claim_many(
+            store, [(o["conversation_id"], o["_id"], o["agent_id"]) for o in made]
+        )
+        lost = [o for o in made if o["conversation_id"] not in won]
+        if lost:
+            await offers.cancel_many(store, [o["_id"] for o in lost], now)
+            by_agent: dict[tuple[str, str], list[str]] = {}
+            for o in lost:
+                by_agent.setdefault((o["agent_id"], o["channel"]), []).append(o["conversation_id"])
+            await asyncio.gather(
+                *(agents.release_many(store, a, ch, ids) for (a, ch), ids in by_agent.items())
+            )
+        kept = [o for o in made if o["conversation_id"] in won]
+        states = await offers.states(store, [o["_id"] for o in kept])
+        closed = [o for o in kept if states.get(o["_id"]) != "pending"]
+        for o in closed:  # closed before the claim landed (see still_pending)
+            await self._unclaim(o)
+        live = {o["_id"] for o in kept} - {o["_id"] for o in closed}
+        OFFERS.labels("offered").inc(len(live))
+        convs = {conv["_id"]: conv for conv, _ in pairs}
+        shown = [o for o in made if o["_id"] in live and self.sockets.has(o["agent_id"])]
+        described = await self.describe_many(shown, convs)
+        for o, payload in zip(shown, described, strict=True):
+            await self.sockets.notify(o["agent_id"], {"type": "offer", "offer": payload})
+        return [o if o["_id"] in live else None for o in made]
+
     async def still_pending(self, offer: Doc, conversation_id: str) -> bool:
         """After a claim: if the offer was closed (presence lost, expiry) before the claim
         landed, its closer found nothing to release; the claimer releases the conversation."""
         current = await offers.get(self.store, offer["_id"])
         if current is not None and current["state"] == "pending":
             return True
+        await self._unclaim(offer)
+        return False
+
+    async def _unclaim(self, offer: Doc) -> None:
         released = await conversations.release_offer(
-            self.store, conversation_id, offer["_id"], passed=offer["agent_id"], fetch=True
+            self.store, offer["conversation_id"], offer["_id"], passed=offer["agent_id"],
+            fetch=True,
         )
         self.requeued(released)
         self.spawn(self.drain())
-        return False
 
     async def push_offer(self, offer: Doc, conv: Doc | None = None) -> None:
         if self.sockets.has(offer["agent_id"]):
@@ -705,38 +779,65 @@ class Router:
 
     async def describe(self, offer: Doc, conv: Doc | None = None) -> dict[str, Any]:
         """What an agent sees in an offer: the conversation and who the customer is."""
-        if conv is None or conv.get("_id") != offer["conversation_id"]:
-            conv = await conversations.get(self.store, offer["conversation_id"]) or {}
-        seen = self._seen.pop(offer["conversation_id"], None)
-        if seen is not None:
-            cust, text = seen[0] or {}, seen[1]
-        else:
-            cust = await customers.get(self.store, offer["customer_id"]) or {}
+        convs = {conv["_id"]: conv} if conv is not None and "_id" in conv else {}
+        return (await self.describe_many([offer], convs))[0]
+
+    async def describe_many(
+        self, offers_: Sequence[Doc], convs: dict[str, Doc] | None = None
+    ) -> list[dict[str, Any]]:
+        """:meth:`describe` for several offers: the conversations not given and the customers
+        not seen while classifying are read in one query each."""
+        store = self.store
+        convs = dict(convs or {})
+        missing = [o["conversation_id"] for o in offers_ if o["conversation_id"] not in convs]
+        if missing:
+            convs.update(await conversations.get_many(store, missing))
+        seen = {o["_id"]: self._seen.pop(o["conversation_id"], None) for o in offers_}
+        unseen = [o for o in offers_ if seen[o["_id"]] is None]
+        custs = {d["_id"]: d for d in await find_in(
+            store.customers, "_id", {o["customer_id"] for o in unseen}
+        )}
+        for cid, cust in list(custs.items()):
+            if cust.get("merged_into"):  # merged meanwhile: show the survivor
+                custs[cid] = await customers.get(store, cid) or {}
+
+        async def shown(offer: Doc) -> tuple[Doc, str | None]:
+            known = seen[offer["_id"]]
+            if known is not None:
+                return known[0] or {}, known[1]
+            conv = convs.get(offer["conversation_id"]) or {}
             # what it was classified on (stored when it was opened), unless it is a transfer
             text = conv.get("preview") if offer.get("transfer") is None else None
             if text is None:
-                last = await self.store.interactions.find_one(
+                last = await store.interactions.find_one(
                     {"conversation_id": offer["conversation_id"]}, sort=[("occurred_at", -1)]
                 )
                 text = (last or {}).get("text") or (last or {}).get("subject")
-        preview = text or ""
-        return {
-            "id": offer["_id"],
-            "conversation_id": offer["conversation_id"],
-            "customer": {
-                "id": cust.get("_id"),
-                "display_name": cust.get("display_name"),
-                "segment": cust.get("segment"),
-            },
-            "channel": conv.get("channel"),
-            "priority": conv.get("priority", 0),
-            "language": conv.get("language"),
-            "first_response_due": conv.get("first_response_due"),
-            "preview": preview[:200],
-            "transfer": offer.get("transfer"),
-            "created_at": offer["created_at"],
-            "expires_at": offer["expires_at"],
-        }
+            return custs.get(offer["customer_id"]) or {}, text
+
+        out = []
+        for offer, (cust, text) in zip(
+            offers_, await asyncio.gather(*(shown(o) for o in offers_)), strict=True
+        ):
+            conv = convs.get(offer["conversation_id"]) or {}
+            out.append({
+                "id": offer["_id"],
+                "conversation_id": offer["conversation_id"],
+                "customer": {
+                    "id": cust.get("_id"),
+                    "display_name": cust.get("display_name"),
+                    "segment": cust.get("segment"),
+                },
+                "channel": conv.get("channel"),
+                "priority": conv.get("priority", 0),
+                "language": conv.get("language"),
+                "first_response_due": conv.get("first_response_due"),
+                "preview": (text or "")[:200],
+                "transfer": offer.get("transfer"),
+                "created_at": offer["created_at"],
+                "expires_at": offer["expires_at"],
+            })
+        return out
 
     # ------------------------------------------------------------------ offers
     async def accept(self, agent_id: str, offer_id: str) -> Doc:
@@ -827,8 +928,9 @@ class Router:
     ) -> None:
         if self.sockets.add(agent_id, role, ws, teams):
             await agents.set_status(self.store, agent_id, "online", c.utcnow())
-        for offer in await offers.pending_for(self.store, agent_id):
-            await send_json(ws, {"type": "offer", "offer": await self.describe(offer)})
+        pending = await offers.pending_for(self.store, agent_id)
+        for payload in await self.describe_many(pending):
+            await send_json(ws, {"type": "offer", "offer": payload})
         self.spawn(self.drain())
 
     async def disconnected(self, agent_id: str, ws: Socket) -> None:

@@ -125,26 +125,44 @@ async def reserve(
     the capacity is still ``capacity`` (an admin may have changed it) and the conversation is
     not held yet. None if any guard fails.
     """
-    if capacity <= 0:
-        return None
+    held = await reserve_many(
+        store, agent_id, channel, capacity, [conversation_id], now, require_online=require_online
+    )
+    return {"_id": agent_id} if held else None
+
+
+async def reserve_many(
+    store: Store,
+    agent_id: str,
+    channel: str,
+    capacity: int,
+    conversation_ids: Sequence[str],
+    now: datetime,
+    *,
+    require_online: bool = True,
+) -> bool:
+    """Hold a unit for each of ``conversation_ids`` at once: all of them or none, under the
+    same guards as :func:`reserve` (room for all, capacity unchanged, none held yet)."""
+    wanted = list(dict.fromkeys(conversation_ids))
+    if capacity <= 0 or not wanted or len(wanted) > capacity:
+        return False
     query: Doc = {
         "_id": agent_id,
         "active": True,
         f"capacity.{channel}": capacity,
-        f"holds.{channel}.{capacity - 1}": {"$exists": False},
-        f"holds.{channel}.id": {"$ne": conversation_id},
+        f"holds.{channel}.{capacity - len(wanted)}": {"$exists": False},
+        f"holds.{channel}.id": {"$nin": wanted},
     }
     if require_online:
         query["status"] = "online"
-    return await store.agents.find_one_and_update(
+    res = await store.agents.update_one(
         query,
         {
-            "$push": {f"holds.{channel}": {"id": conversation_id, "at": now}},
+            "$push": {f"holds.{channel}": {"$each": [{"id": k, "at": now} for k in wanted]}},
             "$set": {"last_offered_at": now},
         },
-        projection=SECRET_FIELDS,
-        return_document=ReturnDocument.AFTER,
     )
+    return res.matched_count == 1
 
 
 async def release(
@@ -161,6 +179,17 @@ async def release(
         cond["at"] = {"$lt": before}
     res = await store.agents.update_one({"_id": agent_id}, {"$pull": {f"holds.{channel}": cond}})
     return res.modified_count == 1
+
+
+async def release_many(
+    store: Store, agent_id: str, channel: str, conversation_ids: Sequence[str]
+) -> None:
+    """Give back the units held for several conversations in one write (idempotent)."""
+    if conversation_ids:
+        await store.agents.update_one(
+            {"_id": agent_id},
+            {"$pull": {f"holds.{channel}": {"id": {"$in": list(conversation_ids)}}}},
+        )
 
 
 async def with_holds(store: Store) -> list[Doc]:

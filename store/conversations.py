@@ -214,6 +214,29 @@ async def claim_for_offer(
     )
 
 
+async def claim_many(store: Store, claims: Sequence[tuple[str, str, str]]) -> set[str]:
+    """Claim several conversations, each for its (conversation, offer, agent) under the guard
+    of :func:`claim_for_offer`, in one write; returns the conversations this call won (read
+    back by offer id: the update's count does not say which matched)."""
+    if not claims:
+        return set()
+    await store.conversations.bulk_write(
+        [
+            UpdateOne(
+                {"_id": conv_id, "assignee": None, "offer_id": None, "active": True},
+                {"$set": {"offer_id": offer_id, "offer_agent": agent_id}},
+            )
+            for conv_id, offer_id, agent_id in claims
+        ],
+        ordered=False,
+    )
+    mine = {offer_id for _, offer_id, _ in claims}
+    docs = await find_in(
+        store.conversations, "_id", [k for k, _, _ in claims], projection={"offer_id": 1}
+    )
+    return {d["_id"] for d in docs if d.get("offer_id") in mine}
+
+
 async def release_offer(
     store: Store,
     conversation_id: str,

@@ -16,8 +16,28 @@ async def create(store: Store, doc: Doc) -> None:
     await store.offers.insert_one(doc)
 
 
+async def create_many(store: Store, docs: Sequence[Doc]) -> None:
+    if docs:
+        await store.offers.insert_many(list(docs), ordered=False)
+
+
 async def get(store: Store, offer_id: str) -> Doc | None:
     return await store.offers.find_one({"_id": offer_id})
+
+
+async def states(store: Store, offer_ids: Sequence[str]) -> dict[str, str]:
+    """offer id → state, for the offers that exist."""
+    docs = await find_in(store.offers, "_id", offer_ids, projection={"state": 1})
+    return {d["_id"]: d["state"] for d in docs}
+
+
+async def cancel_many(store: Store, offer_ids: Sequence[str], now: datetime) -> None:
+    """Cancel offers that are still pending (those closed meanwhile keep their outcome)."""
+    if offer_ids:
+        await store.offers.update_many(
+            {"_id": {"$in": list(offer_ids)}, "state": "pending"},
+            {"$set": {"state": "cancelled", "closed_at": now}},
+        )
 
 
 async def pending_for(store: Store, agent_id: str) -> list[Doc]:
