@@ -16,8 +16,8 @@ Phases, one run:
   3. service: a Router in this process, on a scratch database of the same MongoDB server,
      drains N waiting conversations to agents with room: decisions per second, end to end
      (classification, reservation, offer, claim);
-  4. limit: the writes one decision needs (classify update, capacity find_one_and_update on the
-     agent, offer insert, claim update), issued raw against the same server at the same
+  4. limit: the writes one decision needs (classify update, capacity update on the agent,
+     offer insert, claim update), issued raw against the same server at the same
      concurrency; service ÷ limit is the ratio.
 
 Prints a summary, then, last, one JSON line. Progress goes to stderr.
@@ -46,7 +46,7 @@ import _stack
 import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer
-from pymongo import AsyncMongoClient, ReturnDocument
+from pymongo import AsyncMongoClient
 
 from pipeline import contract as c
 from pipeline import topics
@@ -372,10 +372,7 @@ async def service_phase(mongo_url: str, n: int, agents_n: int) -> dict[str, floa
         async def one(i: int) -> None:
             async with gate:
                 await scratch.update_one({"_id": f"s{i}", "v": 0}, {"$set": {"c": 1}})
-                await small.find_one_and_update(
-                    {"_id": f"a{i % agents_n}"}, {"$inc": {"n": 1}},
-                    return_document=ReturnDocument.AFTER,
-                )
+                await small.update_one({"_id": f"a{i % agents_n}"}, {"$inc": {"n": 1}})
                 await offers_col.insert_one({"_id": f"o{i}", "k": f"s{i}", "state": "pending"})
                 await scratch.update_one({"_id": f"s{i}", "v": 0}, {"$set": {"v": 1}})
 

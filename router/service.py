@@ -742,17 +742,20 @@ class Router:
                 *(agents.release_many(store, a, ch, ids) for (a, ch), ids in by_agent.items())
             )
         kept = [o for o in made if o["conversation_id"] in won]
-        states = await offers.states(store, [o["_id"] for o in kept])
+        convs = {conv["_id"]: conv for conv, _ in pairs}
+        shown = [o for o in kept if self.sockets.has(o["agent_id"])]
+        # whether each is still pending (see still_pending) and what its card shows, together
+        states, described = await asyncio.gather(
+            offers.states(store, [o["_id"] for o in kept]), self.describe_many(shown, convs)
+        )
         closed = [o for o in kept if states.get(o["_id"]) != "pending"]
-        for o in closed:  # closed before the claim landed (see still_pending)
+        for o in closed:  # closed before the claim landed
             await self._unclaim(o)
         live = {o["_id"] for o in kept} - {o["_id"] for o in closed}
         OFFERS.labels("offered").inc(len(live))
-        convs = {conv["_id"]: conv for conv, _ in pairs}
-        shown = [o for o in made if o["_id"] in live and self.sockets.has(o["agent_id"])]
-        described = await self.describe_many(shown, convs)
         for o, payload in zip(shown, described, strict=True):
-            await self.sockets.notify(o["agent_id"], {"type": "offer", "offer": payload})
+            if o["_id"] in live:
+                await self.sockets.notify(o["agent_id"], {"type": "offer", "offer": payload})
         return [o if o["_id"] in live else None for o in made]
 
     async def still_pending(self, offer: Doc, conversation_id: str) -> bool:

@@ -6,6 +6,7 @@ guards it, so concurrent workers converge on the same conversation without trans
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -216,25 +217,12 @@ async def claim_for_offer(
 
 async def claim_many(store: Store, claims: Sequence[tuple[str, str, str]]) -> set[str]:
     """Claim several conversations, each for its (conversation, offer, agent) under the guard
-    of :func:`claim_for_offer`, in one write; returns the conversations this call won (read
-    back by offer id: the update's count does not say which matched)."""
-    if not claims:
-        return set()
-    await store.conversations.bulk_write(
-        [
-            UpdateOne(
-                {"_id": conv_id, "assignee": None, "offer_id": None, "active": True},
-                {"$set": {"offer_id": offer_id, "offer_agent": agent_id}},
-            )
-            for conv_id, offer_id, agent_id in claims
-        ],
-        ordered=False,
+    of :func:`claim_for_offer`, all at once; returns the conversations this call won."""
+    won = await asyncio.gather(
+        *(claim_for_offer(store, conv_id, offer_id, agent_id)
+          for conv_id, offer_id, agent_id in claims)
     )
-    mine = {offer_id for _, offer_id, _ in claims}
-    docs = await find_in(
-        store.conversations, "_id", [k for k, _, _ in claims], projection={"offer_id": 1}
-    )
-    return {d["_id"] for d in docs if d.get("offer_id") in mine}
+    return {conv_id for (conv_id, _, _), ok in zip(claims, won, strict=True) if ok is not None}
 
 
 async def release_offer(

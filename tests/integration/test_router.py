@@ -338,6 +338,53 @@ async def test_two_routers_racing_never_double_offer_or_double_assign(store) -> 
     assert loads == [12] * 5
 
 
+async def test_a_pass_offers_in_one_go_and_undoes_what_it_lost(store) -> None:
+    """make_offers, the batch behind every drain pass: what it won is offered and pushed in
+    order; a conversation claimed meanwhile costs it the offer (cancelled) and the unit (given
+    back); an offer closed before its claim landed gives the conversation back to the queue."""
+    from store import offers as offers_repo
+
+    router = Router(store, Recorder())
+    sock = FakeSocket()
+    router.sockets.add("a1", "agent", sock)
+    await add_agent(store, "a1", capacity={"api": 5})
+    for k in ("k1", "k2", "k3", "k4"):
+        await add_conversation(store, k, text=f"about {k}")
+    await store.conversations.update_one({"_id": "k2"}, {"$set": {"offer_id": "elsewhere"}})
+    now = c.utcnow()
+    convs = {d["_id"]: d async for d in store.conversations.find({})}
+    wanted = ["k1", "k2", "k3", "k4"]
+    assert await agents_repo.reserve_many(store, "a1", "api", 5, wanted, now)
+    # more than the room left is refused whole, nothing held
+    assert not await agents_repo.reserve_many(store, "a1", "api", 5, ["x1", "x2"], now)
+
+    create_many = offers_repo.create_many
+
+    async def closed_at_once(st: Any, docs: Any) -> None:  # k3's offer withdrawn meanwhile
+        await create_many(st, docs)
+        k3 = next(d["_id"] for d in docs if d["conversation_id"] == "k3")
+        await offers_repo.transition(st, k3, "withdrawn", c.utcnow(), fetch=False)
+
+    offers_repo.create_many = closed_at_once  # type: ignore[assignment]
+    try:
+        made = await router.make_offers([(convs[k], "a1") for k in wanted], now)
+    finally:
+        offers_repo.create_many = create_many  # type: ignore[assignment]
+    await router.idle()
+    assert [o is not None for o in made] == [True, False, False, True]
+    assert [m["offer"]["conversation_id"] for m in sock.of("offer")] == ["k1", "k4"]
+    assert sock.of("offer")[0]["offer"]["preview"] == "about k1"
+    state = {d["conversation_id"]: d["state"] async for d in store.offers.find({})}
+    assert state == {"k1": "pending", "k2": "cancelled", "k3": "withdrawn", "k4": "pending"}
+    conv = {d["_id"]: d async for d in store.conversations.find({})}
+    assert conv["k2"]["offer_id"] == "elsewhere"  # the other claim stands
+    assert conv["k3"]["offer_id"] is None and conv["k3"]["passed"] == ["a1"]
+    assert conv["k1"]["offer_id"] == made[0]["_id"] and conv["k4"]["offer_id"] == made[3]["_id"]
+    held = (await store.agents.find_one({"_id": "a1"}))["holds"]["api"]
+    # k2's unit given back here; k3's is the closer's to give back (it found no claim yet)
+    assert sorted(h["id"] for h in held) == ["k1", "k3", "k4"]
+
+
 def test_config_reads_the_settings() -> None:
     from hub.settings import Settings
 
