@@ -18,13 +18,28 @@ PREVIEW = 200  # characters of the message an offer shows
 
 
 class Config(Protocol):
-    urgency_keywords: tuple[str, ...]
-    vip_segments: tuple[str, ...]
-    skilled_segments: tuple[str, ...]
-    account_skills: dict[str, list[str]]
-    sla_first_response: tuple[float, ...]
-    sla_resolution: tuple[float, ...]
-    sla_warn_fraction: float
+    """What classification reads of the routing settings (RouterConfig, frozen, has it)."""
+
+    @property
+    def urgency_keywords(self) -> tuple[str, ...]: ...
+
+    @property
+    def vip_segments(self) -> tuple[str, ...]: ...
+
+    @property
+    def skilled_segments(self) -> tuple[str, ...]: ...
+
+    @property
+    def account_skills(self) -> dict[str, list[str]]: ...
+
+    @property
+    def sla_first_response(self) -> tuple[float, ...]: ...
+
+    @property
+    def sla_resolution(self) -> tuple[float, ...]: ...
+
+    @property
+    def sla_warn_fraction(self) -> float: ...
 
 
 def classification(
