@@ -119,6 +119,10 @@ def bearer(request: web.Request) -> str | None:
     return None
 
 
+# who made the request, set by the edge middleware for every non-public route
+PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal", Principal)
+
+
 class Principals:
     """Agents' principals by session-token digest, each kept for ``PRINCIPAL_TTL`` seconds:
     a console makes several calls per action, each would read the session and the agent.
@@ -237,7 +241,7 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
     status = 500
     try:
         if not is_public(route) and request.match_info.http_exception is None:
-            request["principal"] = await authenticate(request)
+            request[PRINCIPAL] = await authenticate(request)
         response = await handler(request)
         status = response.status
         return response
@@ -275,5 +279,4 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def principal(request: web.Request) -> Principal:
-    p: Principal = request["principal"]
-    return p
+    return request[PRINCIPAL]
