@@ -6,15 +6,14 @@ see a customer through the conversations offered or assigned to them (router/api
 
 from __future__ import annotations
 
-import base64
-from datetime import datetime
-
 from aiohttp import web
 
 from hub.identity import IdentityActionError, IdentityActions
 from hub.web import (
     STORE,
     ApiError,
+    decode_cursor,
+    encode_cursor,
     json_response,
     not_found,
     principal,
@@ -50,22 +49,6 @@ async def _act(coro: object) -> object:
         return await coro  # type: ignore[misc]
     except IdentityActionError as exc:
         raise ApiError(exc.status, exc.code, str(exc), exc.field) from None
-
-
-def encode_cursor(doc: dict[str, object]) -> str:
-    at = doc["occurred_at"]
-    assert isinstance(at, datetime)
-    return base64.urlsafe_b64encode(f"{at.isoformat()}|{doc['_id']}".encode()).decode()
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        at, _, last = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
-        return datetime.fromisoformat(at), last
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(
-            400, "invalid_field", "before: not a cursor from this API", "before"
-        ) from None
 
 
 async def _customer(request: web.Request, customer_id: str) -> dict[str, object]:

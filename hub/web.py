@@ -6,6 +6,7 @@ naming the bad field, never a 500.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import logging
@@ -21,7 +22,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
 from store import sessions
-from store.mongo import Store
+from store.mongo import Doc, Store
 
 log = logging.getLogger("omnihub.api")
 
@@ -280,3 +281,20 @@ async def metrics(request: web.Request) -> web.Response:
 
 def principal(request: web.Request) -> Principal:
     return request[PRINCIPAL]
+
+
+# timeline pages (a customer's, a conversation's context) share one cursor: the last item's
+# time and id, so a page of one can be continued in the other
+def encode_cursor(doc: Doc) -> str:
+    raw = f"{doc['occurred_at'].isoformat()}|{doc['_id']}"
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        at, _, last = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
+        return datetime.fromisoformat(at), last
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(
+            400, "invalid_field", "before: not a cursor from this API", "before"
+        ) from None

@@ -5,15 +5,13 @@ outcome and agent, notes, open signals, merge suggestions)."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import re
-from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
 
-from hub.web import STORE, ApiError, json_response, principal
+from hub.web import STORE, ApiError, decode_cursor, encode_cursor, json_response, principal
 from router import actions
 from router.service import Router
 from router.views import public
@@ -39,22 +37,6 @@ def _limit(request: web.Request, default: int = 50) -> int:
     if not 1 <= limit <= MAX_LIMIT:
         raise ApiError(400, "invalid_field", f"limit: between 1 and {MAX_LIMIT}", "limit")
     return limit
-
-
-# same cursor format as the customer timeline, so pages interoperate
-def encode_cursor(doc: Doc) -> str:
-    raw = f"{doc['occurred_at'].isoformat()}|{doc['_id']}"
-    return base64.urlsafe_b64encode(raw.encode()).decode()
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        at, _, last = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
-        return datetime.fromisoformat(at), last
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(
-            400, "invalid_field", "before: not a cursor from this API", "before"
-        ) from None
 
 
 async def _visible(request: web.Request) -> Doc:

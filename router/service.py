@@ -10,11 +10,11 @@ never assigns a conversation twice nor exceeds an agent's capacity:
 
 A failed claim cancels the offer and gives the unit back. A crash between steps leaves an offer
 that expires or a hold that the leak sweep returns. A pass over the queue takes each step for
-all its offers at once (one write per agent, one insert, the claims together, one read back),
-since on SecantusDB a command's fixed cost outweighs its size. Every trigger (a conversation opened, an
-agent coming online, capacity freed by resolve/transfer/decline/expiry) drains the waiting
-queue in policy order, so the oldest highest-priority conversation an agent can take is pulled
-at once; a periodic sweep covers whatever an event missed.
+all its offers at once (one write per agent, one insert, the claims together, one read of their
+states), since on SecantusDB a command's fixed cost outweighs its size. Every trigger (a
+conversation opened, an agent coming online, capacity freed by resolve/transfer/decline/
+expiry) drains the waiting queue in policy order, so the oldest highest-priority conversation
+an agent can take is pulled at once; a periodic sweep covers whatever an event missed.
 """
 
 from __future__ import annotations

@@ -256,3 +256,53 @@ async def test_bad_requests_get_clear_json_errors(
 ) -> None:
     got, body = await api.call(method.upper(), path, **kwargs)
     assert (got, body["error"]["code"]) == (status, code), body
+
+
+async def test_context_pages_the_whole_timeline_and_refuses_a_foreign_cursor(
+    api: Api, store: Any
+) -> None:
+    """Seven messages, two of them in the same millisecond: pages of three, followed by
+    ``timeline_next``, give each message once, newest first; a cursor we did not make is a 400
+    naming ``before``, not a 500."""
+    from datetime import timedelta
+
+    from pipeline import contract as c
+
+    await add_conversation(store, "k1", minutes_ago=10)
+    base = c.utcnow().replace(microsecond=0) - timedelta(minutes=5)
+    stamps = [base + timedelta(seconds=s) for s in (1, 2, 3, 3, 4, 5)]
+    await store.interactions.insert_many(
+        [
+            {
+                "_id": f"i-{n}",
+                "customer_id": "cust-k1",
+                "conversation_id": "k1",
+                "channel": "api",
+                "direction": "in",
+                "sender": ["api:cust-k1"],
+                "source_id": f"s-{n}",
+                "occurred_at": at,
+                "text": f"message {n}",
+            }
+            for n, at in enumerate(stamps)
+        ]
+    )
+    seen: list[str] = []
+    before = None
+    for _ in range(5):
+        query = {"limit": "3"} | ({"before": before} if before else {})
+        status, ctx = await api.call("GET", "/api/v1/conversations/k1/context", params=query)
+        assert status == 200, ctx
+        assert len(ctx["timeline"]) <= 3
+        seen += [i["id"] for i in ctx["timeline"]]
+        before = ctx["timeline_next"]
+        if before is None:
+            break
+    assert len(seen) == len(set(seen)) == 7
+    assert seen[:2] == ["i-5", "i-4"] and set(seen[2:4]) == {"i-2", "i-3"}
+    assert seen[4:] == ["i-1", "i-0", "i-k1"]
+    for bad in ("not-a-cursor", "%%%", "bm9waXBl"):
+        status, err = await api.call(
+            "GET", "/api/v1/conversations/k1/context", params={"before": bad}
+        )
+        assert status == 400 and err["error"]["field"] == "before", err
