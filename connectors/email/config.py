@@ -19,14 +19,13 @@ configuration itself is refused, and no repr or log line ever shows one.
 
 from __future__ import annotations
 
-import json
 import os
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from connectors.config_source import load_source
 from connectors.errors import ConnectorError
 
 
@@ -135,21 +134,5 @@ def parse_inboxes(data: Any) -> list[Inbox]:
 
 def load_inboxes(*, inline: str | None, path: Path | None, default_address: str) -> list[Inbox]:
     """The configured inboxes, or one default inbox (no relay, no IMAP) when none are."""
-    if inline and path:
-        raise ConfigError("set either OMNIHUB_EMAIL_INBOXES or OMNIHUB_EMAIL_INBOXES_FILE")
-    if inline:
-        try:
-            return parse_inboxes(json.loads(inline))
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"OMNIHUB_EMAIL_INBOXES is not JSON: {exc.msg}") from None
-    if path:
-        try:
-            text = path.read_bytes()
-        except OSError as exc:
-            raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
-        try:
-            data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text.decode())
-        except (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path} is not valid {path.suffix or 'TOML'}: {exc}") from None
-        return parse_inboxes(data)
-    return [Inbox(address=default_address)]
+    data = load_source(inline=inline, path=path, env="OMNIHUB_EMAIL_INBOXES", error=ConfigError)
+    return [Inbox(address=default_address)] if data is None else parse_inboxes(data)

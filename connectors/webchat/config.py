@@ -21,15 +21,14 @@ pages served from this machine (``http://127.0.0.1:*``, ``http://localhost:*``) 
 from __future__ import annotations
 
 import functools
-import json
 import os
-import tomllib
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from connectors.config_source import load_source
 from connectors.errors import ConnectorError
 
 DEFAULT_INBOX = "default"
@@ -209,24 +208,8 @@ def default_inbox(own_origin: str) -> Inbox:
 
 def load_inboxes(*, inline: str | None, path: Path | None, own_origin: str) -> list[Inbox]:
     """The configured inboxes, or the default inbox when none are."""
-    if inline and path:
-        raise ConfigError("set either OMNIHUB_WEBCHAT_INBOXES or OMNIHUB_WEBCHAT_INBOXES_FILE")
-    if inline:
-        try:
-            return parse_inboxes(json.loads(inline))
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"OMNIHUB_WEBCHAT_INBOXES is not JSON: {exc.msg}") from None
-    if path:
-        try:
-            text = path.read_bytes()
-        except OSError as exc:
-            raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
-        try:
-            data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text.decode())
-        except (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path} is not valid {path.suffix or 'TOML'}: {exc}") from None
-        return parse_inboxes(data)
-    return [default_inbox(own_origin)]
+    data = load_source(inline=inline, path=path, env="OMNIHUB_WEBCHAT_INBOXES", error=ConfigError)
+    return [default_inbox(own_origin)] if data is None else parse_inboxes(data)
 
 
 def origin_of(url: str) -> str:
