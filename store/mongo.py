@@ -95,7 +95,6 @@ INDEXES: dict[str, list[IndexModel]] = {
     "offers": [
         IndexModel([("agent_id", ASCENDING), ("state", ASCENDING)], name="by_agent"),
         IndexModel([("state", ASCENDING), ("expires_at", ASCENDING)], name="expiry"),
-        IndexModel([("conversation_id", ASCENDING), ("state", ASCENDING)], name="by_conv"),
     ],
 }
 
@@ -226,6 +225,8 @@ OBSOLETE_INDEXES: dict[str, tuple[str, ...]] = {
     # every customer has merged_into (null while live), so it indexed them all for no query:
     # tombstones are found by _id, search goes by name_tokens
     "customers": ("by_merged_into",),
+    # no query reads offers by conversation (a conversation names its one pending offer)
+    "offers": ("by_conv",),
 }
 
 

@@ -45,23 +45,6 @@ async def pending_for(store: Store, agent_id: str) -> list[Doc]:
     return [d async for d in cursor]
 
 
-async def pending_of_conversation(store: Store, conversation_id: str) -> list[Doc]:
-    cursor = store.offers.find({"conversation_id": conversation_id, "state": "pending"})
-    return [d async for d in cursor]
-
-
-async def pending_pairs(store: Store, agent_ids: Sequence[str]) -> set[tuple[str, str]]:
-    """(agent_id, conversation_id) of every pending offer of these agents."""
-    docs = await find_in(
-        store.offers,
-        "agent_id",
-        agent_ids,
-        {"state": "pending"},
-        {"agent_id": 1, "conversation_id": 1},
-    )
-    return {(d["agent_id"], d["conversation_id"]) for d in docs}
-
-
 async def transition(
     store: Store,
     offer_id: str,
