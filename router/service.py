@@ -548,9 +548,9 @@ class Router:
         by_id: dict[str, Doc],
     ) -> list[tuple[str, Doc | str]]:
         """Offer what a pass planned in a few round trips whatever its size: each agent's units
-        held in one guarded write, the offers written in one insert, the conversations claimed
-        in one write and read back once. An agent whose units could not all be held (its room
-        changed since the plan) gets its conversations one by one, down the candidate list."""
+        held in one guarded write, then :meth:`make_offers` for all of them. An agent whose
+        units could not all be held (its room changed since the plan) gets its conversations
+        one by one, down the candidate list."""
         groups: dict[tuple[str, str], list[tuple[policy.ConversationView, list[policy.AgentView]]]]
         groups = {}
         for item in planned:
@@ -617,13 +617,8 @@ class Router:
                 cur is None or (m["occurred_at"], m["_id"]) > (cur["occurred_at"], cur["_id"])
             ):
                 last[m["conversation_id"]] = m
-        custs = {
-            d["_id"]: d
-            for d in await find_in(store.customers, "_id", {d["customer_id"] for d in todo})
-        }
-        for cid, cust in list(custs.items()):
-            if cust.get("merged_into"):  # merged meanwhile: the survivor's segment counts
-                custs[cid] = await customers.get(store, cid) or {}
+        # merged meanwhile: the survivor's segment counts
+        custs = await customers.get_many(store, {d["customer_id"] for d in todo})
         now = c.utcnow()
         fields: dict[str, Doc] = {}
         for conv in todo:
@@ -799,12 +794,8 @@ class Router:
             convs.update(await conversations.get_many(store, missing))
         seen = {o["_id"]: self._seen.pop(o["conversation_id"], None) for o in offers_}
         unseen = [o for o in offers_ if seen[o["_id"]] is None]
-        custs = {d["_id"]: d for d in await find_in(
-            store.customers, "_id", {o["customer_id"] for o in unseen}
-        )}
-        for cid, cust in list(custs.items()):
-            if cust.get("merged_into"):  # merged meanwhile: show the survivor
-                custs[cid] = await customers.get(store, cid) or {}
+        # merged meanwhile: the survivor is shown
+        custs = await customers.get_many(store, {o["customer_id"] for o in unseen})
 
         async def shown(offer: Doc) -> tuple[Doc, str | None]:
             known = seen[offer["_id"]]

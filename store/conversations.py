@@ -184,18 +184,10 @@ async def last_served_many(
     return out
 
 
-async def classify(store: Store, conversation_id: str, fields: Doc) -> Doc | None:
-    """Store the routing classification once (the first router to classify wins); the
-    fields stored, or None if another router classified it first."""
-    done = await _guarded(
-        store, {"_id": conversation_id, "classified_at": None}, {"$set": fields}, fetch=False
-    )
-    return None if done is None else {**done, **fields}
-
-
 async def classify_many(store: Store, fields: dict[str, Doc]) -> bool:
-    """:func:`classify` for many conversations in one write; False if another router had
-    classified one of them first (the caller reads them back)."""
+    """Store the routing classification of many conversations once, in one write (the first
+    router to classify one wins); False if another router had classified one of them first
+    (the caller reads them back)."""
     if not fields:
         return True
     ops = [UpdateOne({"_id": cid, "classified_at": None}, {"$set": f}) for cid, f in fields.items()]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -102,6 +102,20 @@ async def get(store: Store, customer_id: str, *, follow: bool = True) -> Doc | N
         doc = await store.customers.find_one({"_id": doc["merged_into"]})
         hops += 1
     return doc
+
+
+async def get_many(store: Store, customer_ids: Iterable[str]) -> dict[str, Doc]:
+    """:func:`get` for several customers, keyed by the ids asked for: one read, plus one
+    :func:`get` for each that was merged meanwhile (its survivor stands in)."""
+    found = {d["_id"]: d for d in await find_in(store.customers, "_id", customer_ids)}
+    for cid, doc in list(found.items()):
+        if doc.get("merged_into"):
+            survivor = await get(store, cid)
+            if survivor is None:
+                del found[cid]
+            else:
+                found[cid] = survivor
+    return found
 
 
 async def origins(store: Store, customer_ids: Sequence[str]) -> dict[str, str]:
