@@ -61,6 +61,28 @@ def _pending_exists(client: IMAPClient) -> bool:
     return bool(pending.pop("EXISTS", None)) | bool(pending.pop("RECENT", None))
 
 
+def _buffered(client: IMAPClient) -> bool:
+    """Whether the server said something the client has read off the socket but not parsed.
+
+    imaplib reads the socket through a buffer, so a line that came in the same packet as the
+    one a command waited for (an EXISTS right behind "+ idling" when mail lands as IDLE
+    starts) sits there, where ``idle_check``'s poll of the socket never sees it: IDLE would
+    sleep on it until the safety-net poll. A peek on the non-blocking socket answers without
+    waiting."""
+    reader = getattr(client._imap, "file", None)
+    if reader is None:
+        return False
+    sock = client.socket()
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        return bool(reader.peek(1))
+    except OSError:  # nothing to read now (plain: EAGAIN; TLS: want-read)
+        return False
+    finally:
+        sock.settimeout(timeout)
+
+
 def chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
     for i in range(0, len(items), size):
         yield list(items[i : i + size])
@@ -232,12 +254,12 @@ class MailboxWatcher(threading.Thread):
 
     def _idle(self, client: IMAPClient) -> None:
         """Wait in IDLE until new mail, a safety-net poll time, or stop (then leave IDLE)."""
-        if _pending_exists(client):
+        if _pending_exists(client) or _buffered(client):
             return  # mail arrived while we fetched: catch up again before idling
         client.idle()
         deadline = time.monotonic() + self.idle_seconds
         poll_at = time.monotonic() + self.poll_seconds
-        if _pending_exists(client):  # announced before the server's "+ idling"
+        if _buffered(client):  # said right behind "+ idling": leave IDLE, catch up
             deadline = 0.0
         while not self._stop_event.is_set() and time.monotonic() < min(deadline, poll_at):
             responses = [r for r in client.idle_check(timeout=0.5) if isinstance(r, tuple)]

@@ -255,3 +255,37 @@ async def test_backfill_killed_midway_and_run_again_stores_every_message_once(
     stored = {d["_id"] async for d in env.store.interactions.find({}, {"_id": 1})}
     assert stored == {c.message_event_id("email", INBOX, f"imap-{i}@example.com") for i in range(n)}
     assert seen_flags(dovecot) == [False] * (n + 5)
+
+
+async def test_mail_that_lands_as_the_watcher_enters_idle_is_not_left_for_the_poll(
+    env: Env, dovecot: DaemonPeer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mail delivered while the watcher is between its catch-up and IDLE: the server says
+    EXISTS right behind its "+ idling", often in the same packet, so the line sits in the
+    client's read buffer where a socket poll never sees it. It must still arrive within
+    seconds, not at the next safety-net poll."""
+    to_deliver: list[int] = []
+    real_idle = IMAPClient.idle
+
+    def idle_after_delivery(self: IMAPClient) -> None:
+        while to_deliver:  # in the watcher's thread, after its catch-up, before IDLE
+            lmtp(dovecot, mail(to_deliver.pop(0)))
+        real_idle(self)
+
+    monkeypatch.setattr(IMAPClient, "idle", idle_after_delivery)
+    _, watcher = await watch(env, initial="new")
+    latencies = []
+    try:
+        async with TopicReader(env.bootstrap, topics.INBOUND) as inbound:
+            for n in range(10):
+                t0 = time.monotonic()
+                to_deliver.append(n)
+                # a first mail wakes the watcher; its next IDLE then starts right behind mail n
+                await asyncio.to_thread(lmtp, dovecot, mail(100 + n))
+                await inbound.wait(
+                    lambda r, n=n: f"imap-{n}@example.com" in ids(r), 20, f"mail {n}"
+                )
+                latencies.append(inbound.arrived[-1] - t0)
+    finally:
+        await unwatch(watcher)
+    assert max(latencies) <= 3.0, latencies
