@@ -739,7 +739,7 @@ def report(a: argparse.Namespace, w: Workload, res: Result) -> dict[str, Any]:
         out.append(f"              worker: {v['worker_batches']:,} batches of "
                    f"{v['worker_batch_mean']:.0f} msgs, {v['worker_batch_s'] * 1000:.0f} ms "
                    f"each ({v['worker_batch_s'] * 1e6 / v['worker_batch_mean']:.0f} µs/msg), "
-                   f"busy {v['worker_busy']:.0%} of the phase")
+                   f"in flight {v['worker_busy']:.0%} of the phase")
     out += [
         f"              rate in the first quarter of the phase {fmt(v['rate_q1'], ' msg/s')}, "
         f"in the last quarter {fmt(v['rate_q4'], ' msg/s')}",

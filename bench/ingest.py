@@ -361,7 +361,7 @@ class WorkerProgress:
         return f"; worker stored {self.delta(STORED):,.0f}" if self.url else ""
 
     async def batches(self) -> dict[str, float]:
-        """Batches since start: count, mean size, mean seconds, share of the time busy."""
+        """Batches since start: count, mean size, mean seconds, summed seconds ÷ wall time."""
         await self.poll()
         count = self.delta("omnihub_ingest_batch_seconds_count")
         if not count:
@@ -613,8 +613,9 @@ def report(a: argparse.Namespace, res: Result) -> dict[str, Any]:
     for phase, b in res.worker.items():
         if b.get("batches"):
             out.append(f"              worker during {phase}: {b['batches']:.0f} batches of "
-                       f"{b['size']:.0f} msgs, {b['seconds'] * 1000:,.0f} ms each, busy "
-                       f"{b['busy']:.0%} of the time")
+                       f"{b['size']:.0f} msgs, {b['seconds'] * 1000:,.0f} ms each from read to "
+                       f"events acked, in flight {b['busy']:.0%} of the time (>100 %: the "
+                       f"next batch is written while one's events are sent)")
     for phase, cpu in res.cpu.items():
         out.append(f"              CPU during {phase} (% of one core; {os.cpu_count()} cores): "
                    + ", ".join(f"{k} {p:.0f}" for k, p in cpu.items() if p >= 0.5))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import faust
@@ -12,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from hub.settings import Settings
 from pipeline import topics
-from pipeline.agents.ingest import Ingestor, RawRecord
+from pipeline.agents.ingest import BatchResult, Ingestor, RawRecord
 from pipeline.contract import utcnow
 from pipeline.publish import FaustPublisher
 from router.service import RouterConfig
@@ -103,6 +105,17 @@ def create_app(settings: Settings) -> faust.App:
     async def ingest(stream: faust.StreamT[Any]) -> None:
         # noack_take: offsets are acknowledged by us, only after the batch is durable, so a
         # crash or a stop in the middle of a batch never commits it.
+        # Two batches overlap: while one batch's events are on their way to the broker the
+        # next one is written to the store. Events leave in batch order (a batch is published
+        # only after the previous one was acknowledged) and each batch is acked only after
+        # its own events were.
+        sending: asyncio.Future[None] | None = None
+
+        async def send(ingestor: Ingestor, result: BatchResult, events: Sequence[Any]) -> None:
+            await ingestor.publish(result)
+            for e in events:
+                await stream.ack(e)
+
         async for events in stream.noack_take(settings.batch_size, within=settings.batch_within):
             ingestor = state["ingestor"]
             while ingestor is None:
@@ -118,9 +131,10 @@ def create_app(settings: Settings) -> faust.App:
                 )
                 for e in events
             ]
-            await ingestor.process(batch)
-            for e in events:
-                await stream.ack(e)
+            written = await ingestor.write(batch)
+            if sending is not None:
+                await sending
+            sending = asyncio.ensure_future(send(ingestor, written, list(events)))
 
     @app.page("/healthz")
     class Health(View):

@@ -41,7 +41,7 @@ SOURCE = "/omnihub/pipeline"
 EVENTS = Counter("omnihub_ingest_events_total", "records handled by ingest", ["outcome"])
 BATCH_SECONDS = Histogram(
     "omnihub_ingest_batch_seconds",
-    "time to process one ingest batch",
+    "one ingest batch, from read to its events acknowledged by the broker",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 BATCH_SIZE = Histogram(
@@ -78,6 +78,9 @@ class BatchResult:
     deadlettered: int = 0
     emitted: int = 0
     dead: list[c.DeadLetter] = field(default_factory=list)
+    events: list[Record] = field(default_factory=list)  # to publish once the store has it
+    started: float = 0.0
+    size: int = 0
 
 
 class Ingestor:
@@ -105,29 +108,52 @@ class Ingestor:
     # ------------------------------------------------------------------ entry point
     async def process(self, records: Sequence[RawRecord]) -> BatchResult:
         """Handle one batch; returns only when its effects are durable (retries transients)."""
-        started = time.perf_counter()
-        result = BatchResult()
+        return await self.publish(await self.write(records))
+
+    async def write(self, records: Sequence[RawRecord]) -> BatchResult:
+        """The store part of a batch: everything written, the events to emit computed.
+
+        The worker may write the next batch while this one's events are on their way
+        (:meth:`publish`); a batch is acknowledged only after both returned."""
+        result = BatchResult(started=time.perf_counter(), size=len(records))
         items: list[_Item] = []
         for raw in records:
             item = self._decode(raw, result)
             if item is not None:
                 items.append(item)
         if items:
-            await self._retrying("apply", lambda: self._apply_or_split(items, result))
+
+            async def apply() -> BatchResult:  # a retry starts over: nothing counted twice
+                attempt = BatchResult()
+                await self._apply_or_split(items, attempt)
+                return attempt
+
+            done: BatchResult = await self._retrying("apply", apply)
+            result.stored += done.stored
+            result.deadlettered += done.deadlettered
+            result.dead += done.dead
+            result.events += done.events
+        return result
+
+    async def publish(self, result: BatchResult) -> BatchResult:
+        """The batch's events and dead letters, acknowledged by the broker (retries
+        transients; the events have deterministic ids, so a retry re-emits the same ones)."""
+        if result.events:
+            await self._retrying("publish", lambda: self.publisher.publish(result.events))
+            result.emitted += len(result.events)
         if result.dead:
             await self._retrying("deadletter", lambda: self._publish_dead(result.dead))
         EVENTS.labels("stored").inc(result.stored)
         EVENTS.labels("deadletter").inc(result.deadlettered)
-        BATCH_SIZE.observe(len(records))
-        BATCH_SECONDS.observe(time.perf_counter() - started)
+        BATCH_SIZE.observe(result.size)
+        BATCH_SECONDS.observe(time.perf_counter() - result.started)
         return result
 
-    async def _retrying(self, stage: str, step: Any) -> None:
+    async def _retrying(self, stage: str, step: Any) -> Any:
         delay = 0.1
         while True:
             try:
-                await step()
-                return
+                return await step()
             except TRANSIENT as exc:
                 RETRIES.labels(stage).inc()
                 log.warning("ingest.retry stage=%s error=%s delay=%.1fs", stage, exc, delay)
@@ -202,7 +228,7 @@ class Ingestor:
     async def _apply_or_split(self, items: list[_Item], result: BatchResult) -> None:
         """Apply the batch; if the store rejects it for good, find the bad records one by one."""
         try:
-            result.emitted += await self._apply(items)
+            result.events += await self._apply(items)
             result.stored += len(items)
         except OperationFailure as exc:  # includes write errors: not transient
             if len(items) == 1:
@@ -212,7 +238,7 @@ class Ingestor:
             for item in items:
                 await self._apply_or_split([item], result)
 
-    async def _apply(self, items: list[_Item]) -> int:
+    async def _apply(self, items: list[_Item]) -> list[Record]:
         now = c.utcnow()
         store = self.store
         sightings = [
@@ -291,9 +317,7 @@ class Ingestor:
 
         # events for the public stream, deterministic ids so replays re-emit the same ones
         out = self._events(items, by_event, origins, active, keys, docs, live)
-        out += self._merge_events(resolved.merged)
-        await self.publisher.publish(out)
-        return len(out)
+        return out + self._merge_events(resolved.merged)
 
     async def _conversations(
         self,

@@ -328,3 +328,40 @@ async def test_a_conversation_is_classified_for_routing_in_the_write_that_opens_
     await Ingestor(store, Recorder()).process([raw(sms("cls-3", "09121110004", "hello"))])
     other = await store.conversations.find_one({"_id": {"$ne": conv["_id"]}})
     assert other.get("classified_at") is None
+
+
+async def test_a_written_batch_emits_nothing_until_published_and_a_retry_counts_once(
+    store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker writes the next batch while one batch's events are sent: writing must not
+    publish, publishing must emit each event once even after transient failures, and a store
+    step retried after a transient failure must not count or emit anything twice."""
+    from pymongo.errors import AutoReconnect
+
+    from store import interactions
+
+    pub = Recorder()
+    ing = Ingestor(store, pub)
+    real_record_many = interactions.record_many
+    failures = [AutoReconnect("store blip (test)")]
+
+    async def flaky_record_many(*args: Any, **kwargs: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return await real_record_many(*args, **kwargs)
+
+    monkeypatch.setattr(interactions, "record_many", flaky_record_many)
+    first = await ing.write([raw(sms("w1", "09123330001")), raw(value=b"not json")])
+    second = await ing.write([raw(sms("w2", "09123330001")), raw(sms("w3", "09123330002"))])
+    assert pub.records == []  # nothing leaves before publish
+    assert await store.interactions.count_documents({}) == 3
+    assert (first.stored, first.deadlettered, second.stored) == (1, 1, 2)
+
+    pub.fail_next = 1  # the broker fails once: the same events go out on the retry
+    await ing.publish(first)
+    await ing.publish(second)
+    recorded = [e for e in pub.events() if e["type"] == c.INTERACTION_RECORDED]
+    assert [e["data"]["message"]["source_id"] for e in recorded] == ["w1", "w2", "w3"]
+    assert len({e["id"] for e in pub.events()}) == len(pub.events())  # none twice
+    assert len(pub.events(topics.DEADLETTER)) == 1
+    assert (first.emitted, second.emitted) == (3, 4)  # created+recorded+opened; +created
