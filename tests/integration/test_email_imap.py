@@ -140,6 +140,12 @@ def ids(records: list[dict[str, Any]]) -> list[str]:
     return [m["source_id"] for m in data_of(records, c.MESSAGE_RECEIVED)]
 
 
+async def arrival(inbound: TopicReader, n: int, t0: float, timeout: float) -> float:
+    """Seconds from ``t0`` until mail ``n`` was on Kafka."""
+    await inbound.wait(lambda r: f"imap-{n}@example.com" in ids(r), timeout, f"mail {n}")
+    return inbound.arrived[-1] - t0
+
+
 async def test_idle_streams_new_mail_within_seconds_and_never_marks_it_seen(
     env: Env, dovecot: DaemonPeer
 ) -> None:
@@ -150,10 +156,7 @@ async def test_idle_streams_new_mail_within_seconds_and_never_marks_it_seen(
             for n in range(5):
                 t0 = time.monotonic()
                 await asyncio.to_thread(lmtp, dovecot, mail(n))
-                await inbound.wait(
-                    lambda r, n=n: f"imap-{n}@example.com" in ids(r), 10, f"mail {n}"
-                )
-                latencies.append(inbound.arrived[-1] - t0)
+                latencies.append(await arrival(inbound, n, t0, 10))
             # the server drops the connection: the watcher reconnects and goes on
             await asyncio.to_thread(
                 subprocess.run,
@@ -282,10 +285,7 @@ async def test_mail_that_lands_as_the_watcher_enters_idle_is_not_left_for_the_po
                 to_deliver.append(n)
                 # a first mail wakes the watcher; its next IDLE then starts right behind mail n
                 await asyncio.to_thread(lmtp, dovecot, mail(100 + n))
-                await inbound.wait(
-                    lambda r, n=n: f"imap-{n}@example.com" in ids(r), 20, f"mail {n}"
-                )
-                latencies.append(inbound.arrived[-1] - t0)
+                latencies.append(await arrival(inbound, n, t0, 20))
     finally:
         await unwatch(watcher)
     assert max(latencies) <= 3.0, latencies
