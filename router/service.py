@@ -355,6 +355,11 @@ class Router:
 
     # ------------------------------------------------------------------ sweeps
     async def _sweep_loop(self) -> None:
+        try:  # conversations whose clocks started without a timer (an older version)
+            armed = await sla.arm_active(self.store)
+            log.info("router.sla_timers_armed conversations=%d", armed)
+        except PyMongoError as exc:
+            log.warning("router.sla_arm_error error=%s", exc)
         ticks = 0
         while True:
             await asyncio.sleep(self.config.sweep_interval)
@@ -486,6 +491,8 @@ class Router:
         made: list[Doc] = []
         window = timedelta(seconds=self.config.sticky_window)
         # classified even when nobody has room: queue order and SLA clocks depend on it
+        if fresh:  # just opened or reopened: the worker classified them, their clocks run
+            await sla.arm(self.store, [d for d in docs if d.get("classified_at") is not None])
         docs = await self._classified_many(docs)
         for round_ in range(RESERVE_ROUNDS):
             if pool is None or round_ > 0:
@@ -636,6 +643,7 @@ class Router:
             stored = {d["_id"]: {**d, **fields[d["_id"]]} for d in todo if d["_id"] in fields}
         else:  # another router classified some first: theirs count, as stored
             stored = await conversations.get_many(store, list(fields))
+        await sla.arm(store, stored.values())  # their SLA clocks start now
         # in order; those still waiting for their first message are left out
         return [stored.get(d["_id"], d) for d in docs
                 if d.get("classified_at") is not None or d["_id"] in stored]

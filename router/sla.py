@@ -10,14 +10,16 @@ customer-event stream and pushes an alert to the assignee and the supervisors on
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pipeline import contract as c
 from pipeline import topics
 from pipeline.publish import Record
 from router import policy
-from store import conversations
-from store.mongo import Doc
+from store import conversations, sla_timers
+from store.mongo import Doc, Store
 
 if TYPE_CHECKING:
     from router.service import Router
@@ -26,24 +28,46 @@ SEVERITY = {"warning": "warning", "breached": "critical"}
 LEVELS: tuple[policy.SlaLevel, ...] = ("warning", "breached")
 
 
-async def due_soon(router: Router, now: Any, limit: int = 500) -> list[Doc]:
-    cursor = router.store.conversations.find(
-        {
-            "active": True,
-            "$or": [
-                {
-                    "first_response_at": None,
-                    "first_response_warn_at": {"$lte": now},
-                    "sla_marks": {"$ne": "first_response:breached"},
-                },
-                {
-                    "resolution_warn_at": {"$lte": now},
-                    "sla_marks": {"$ne": "resolution:breached"},
-                },
-            ],
-        }
-    ).limit(limit)
-    return [d async for d in cursor]
+def next_at(conv: Doc) -> datetime | None:
+    """When the sweep next has something to raise on this conversation: the earliest level
+    not yet marked of its running clocks (first response until answered, resolution until
+    resolved); None when nothing is left."""
+    if not conv.get("active") or conv.get("classified_at") is None:
+        return None
+    marks = set(conv.get("sla_marks") or ())
+    clocks = [("resolution", conv.get("resolution_warn_at"), conv.get("resolution_due"))]
+    if conv.get("first_response_at") is None:
+        fr = ("first_response", conv.get("first_response_warn_at"), conv.get("first_response_due"))
+        clocks.append(fr)
+    times = []
+    for clock, warn_at, due in clocks:
+        if f"{clock}:warning" not in marks and warn_at is not None:
+            times.append(warn_at)
+        elif f"{clock}:breached" not in marks and due is not None:
+            times.append(due)
+    return min(times, default=None)
+
+
+async def arm(store: Store, convs: Iterable[Doc]) -> None:
+    """Set the SLA timers of conversations that got their clocks (see store/sla_timers)."""
+    await sla_timers.arm(store, {d["_id"]: next_at(d) for d in convs})
+
+
+async def arm_active(store: Store) -> int:
+    """Set the timers of every active conversation (at start: conversations classified by a
+    version without timers, or while no router ran). Returns how many have one."""
+    due = {d["_id"]: next_at(d) async for d in store.conversations.find({"active": True})}
+    await sla_timers.arm(store, due)
+    return sum(at is not None for at in due.values())
+
+
+async def due_soon(router: Router, now: Any, limit: int = 500) -> list[tuple[Doc, datetime]]:
+    """The conversations whose timer is due, with the timer as read (see store/sla_timers)."""
+    timers = await sla_timers.due(router.store, now, limit)
+    convs = await conversations.get_many(router.store, list(timers))
+    for gone in set(timers) - set(convs):
+        await sla_timers.advance(router.store, gone, timers[gone], None)
+    return [(convs[cid], at) for cid, at in timers.items() if cid in convs]
 
 
 async def sweep(router: Router) -> int:
@@ -51,12 +75,12 @@ async def sweep(router: Router) -> int:
     now = c.utcnow()
     cfg = router.config
     emitted = 0
-    for conv in await due_soon(router, now):
+    for conv, timer in await due_soon(router, now):
         clocks = [("resolution", conv.get("resolution_due"), cfg.sla_resolution)]
         if conv.get("first_response_at") is None:
             fr = ("first_response", conv.get("first_response_due"), cfg.sla_first_response)
             clocks.insert(0, fr)
-        for clock, due, targets in clocks:
+        for clock, due, targets in clocks if next_at(conv) is not None else ():
             # the target the due time was computed from: priority before SLA raises
             base = int(conv.get("base_priority") or 0)
             target = policy.sla_target(targets, base)
@@ -73,6 +97,7 @@ async def sweep(router: Router) -> int:
                 conv = raised
                 await _alert(router, conv, clock, reached, due)
                 emitted += 1
+        await sla_timers.advance(router.store, conv["_id"], timer, next_at(conv))
     return emitted
 
 
@@ -88,7 +113,10 @@ async def _alert(router: Router, conv: Doc, clock: str, level: str, due: Any) ->
         f"at {due.isoformat()}",
     )
     event = c.envelope(
-        c.SIGNAL_RAISED, signal, id=signal.signal_id, source="/omnihub/router",
+        c.SIGNAL_RAISED,
+        signal,
+        id=signal.signal_id,
+        source="/omnihub/router",
         subject=conv["customer_id"],
     )
     await router.publisher.publish(

@@ -358,20 +358,6 @@ async def raise_for_sla(store: Store, conversation_id: str, mark: str, by: int) 
     )
 
 
-async def sla_pending(store: Store, horizon: datetime, limit: int = 500) -> list[Doc]:
-    """Active conversations with a first-response or resolution due before ``horizon``."""
-    cursor = store.conversations.find(
-        {
-            "active": True,
-            "$or": [
-                {"first_response_at": None, "first_response_due": {"$lte": horizon}},
-                {"resolution_due": {"$lte": horizon}},
-            ],
-        }
-    ).limit(limit)
-    return [d async for d in cursor]
-
-
 async def waiting(store: Store, limit: int = 100, teams: Sequence[str] | None = None) -> list[Doc]:
     """Open, unassigned, unoffered conversations, highest priority then oldest first."""
     query: Doc = {"active": True, "assignee": None, "offer_id": None}

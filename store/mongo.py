@@ -64,6 +64,8 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("customers", ASCENDING), ("state", ASCENDING)], name="by_customer"),
         IndexModel([("state", ASCENDING), ("created_at", DESCENDING)], name="by_state"),
     ],
+    # when the SLA sweep next looks at a conversation (store/sla_timers.py)
+    "sla_timers": [IndexModel([("at", ASCENDING)], name="by_at")],
     # claimed identifiers: typed by customers, never identities; _id = identifier|customer
     "claims": [IndexModel([("identifier", ASCENDING)], name="by_identifier")],
     "verifications": [

@@ -391,3 +391,68 @@ def test_config_reads_the_settings() -> None:
     cfg = RouterConfig.from_settings(Settings(offer_timeout=7, sticky_window=60))
     assert cfg.offer_timeout == 7 and cfg.sticky_window == 60
     assert "فوری" in cfg.urgency_keywords and cfg.default_capacity["email"] == 10
+
+
+async def test_sla_timers_follow_each_clock_and_the_sweep_never_reads_resolved_history(
+    store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweep reads the timers that are due and the conversations they name, by id, and
+    nothing else: resolved conversations, however many, cost it nothing. Timers move on level by
+    level, go when nothing is left to raise, come back on reopen, and conversations whose
+    clocks started without one (an older version) get one at start."""
+    from store import conversations, sla_timers
+
+    router = Router(
+        store,
+        Recorder(),
+        sla_first_response=(4.0,) * 3,
+        sla_resolution=(12.0,) * 3,
+        sla_warn_fraction=0.5,
+    )
+    await add_conversation(store, "a")
+    await add_conversation(store, "b")
+    await store.conversations.insert_many(  # history: resolved long ago, never to be read
+        [conv_doc(f"old-{i}", 60 * 24, state="resolved", active=False) for i in range(300)]
+    )
+    await router.route_many(["a", "b"])  # nobody online: classified, timers set
+    timers = store.db[sla_timers.COLLECTION]
+    convs = {d["_id"]: d async for d in store.conversations.find({"_id": {"$in": ["a", "b"]}})}
+    armed = {d["_id"]: d["at"] async for d in timers.find({})}
+    assert armed == {k: convs[k]["first_response_warn_at"] for k in ("a", "b")}
+
+    real_find = store.conversations.find
+    read: list[Any] = []
+
+    def find(flt: Any = None, *args: Any, **kwargs: Any) -> Any:
+        read.append(flt)
+        return real_find(flt, *args, **kwargs)
+
+    monkeypatch.setattr(store.conversations, "find", find)
+    await asyncio.sleep(2.2)  # past the first-response warning (half of 4 s), before the breach
+    assert await sla.sweep(router) == 2
+    assert all(set(f) == {"_id"} for f in read), read  # by id only: no search
+    at = {d["_id"]: d["at"] async for d in timers.find({})}
+    assert at == {k: convs[k]["first_response_due"] for k in ("a", "b")}  # next: the breach
+
+    await store.conversations.update_one(
+        {"_id": "b"}, {"$set": {"active": False, "state": "resolved"}}
+    )
+    await asyncio.sleep(2.0)  # past the first-response breach
+    assert await sla.sweep(router) == 1  # "a" breached; "b" is resolved: its timer goes
+    at = {d["_id"]: d["at"] async for d in timers.find({})}
+    assert at == {"a": convs["a"]["resolution_warn_at"]}
+    assert await sla.sweep(router) == 0
+
+    # "b" comes back: its clocks restart and its timer with them
+    await store.conversations.update_one(
+        {"_id": "b"}, {"$set": {"active": True, "state": "open", "reopened_at": c.utcnow()}}
+    )
+    await conversations.unclassify(store, "b", c.utcnow())
+    await router.route_many(["b"])
+    b = await store.conversations.find_one({"_id": "b"})
+    assert (await timers.find_one({"_id": "b"}))["at"] == b["first_response_warn_at"]
+
+    # clocks started without a timer (an older version): armed when a router starts
+    await timers.delete_many({})
+    assert await sla.arm_active(store) == 2
+    assert {d["_id"] async for d in timers.find({})} == {"a", "b"}

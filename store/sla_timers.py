@@ -1,0 +1,51 @@
+"""sla_timers: when the SLA sweep next has to look at a conversation.
+
+``{_id: conversation_id, at}`` with an index on ``at``: the sweep reads the timers that are
+due instead of searching the conversations, so its cost follows what is due, not how many
+conversations there are (the search it replaces read every conversation ever stored, on
+SecantusDB 0.7 s for 20,000 mostly resolved ones, every few seconds).
+
+A timer is set when a conversation gets its SLA clocks (the router classifies it or first
+routes it), moved forward by the sweep, and dropped once nothing is left to raise. The sweep
+moves and drops a timer only if it still holds the time the sweep read, so a timer set again
+meanwhile (a reopened conversation) is never lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+
+from pymongo import UpdateOne
+
+from store.mongo import Store
+
+COLLECTION = "sla_timers"
+
+
+async def arm(store: Store, at: Mapping[str, datetime | None]) -> None:
+    """Set the timer of each conversation (one write); those with None are left as they are:
+    the sweep drops a timer it finds with nothing left to raise."""
+    ops = [
+        UpdateOne({"_id": cid}, {"$set": {"at": when}}, upsert=True)
+        for cid, when in at.items()
+        if when is not None
+    ]
+    if ops:
+        await store.db[COLLECTION].bulk_write(ops, ordered=False)
+
+
+async def due(store: Store, now: datetime, limit: int = 500) -> dict[str, datetime]:
+    """Conversation id → timer, of the timers due by ``now`` (an indexed range read)."""
+    cursor = store.db[COLLECTION].find({"at": {"$lte": now}}).limit(limit)
+    return {d["_id"]: d["at"] async for d in cursor}
+
+
+async def advance(store: Store, conversation_id: str, read: datetime, at: datetime | None) -> None:
+    """Move a timer the sweep read as ``read`` to ``at`` (None: drop it), unless it was set
+    again since."""
+    timers = store.db[COLLECTION]
+    if at is None:
+        await timers.delete_one({"_id": conversation_id, "at": read})
+    elif at != read:
+        await timers.update_one({"_id": conversation_id, "at": read}, {"$set": {"at": at}})
