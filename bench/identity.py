@@ -47,8 +47,8 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-# bench/ is first on sys.path and holds email.py (the email benchmark), which would stand in
-# for the stdlib package `email` that aiohttp imports: keep bench/ on the path, but last.
+# bench/ is first on sys.path, so a script here named like a package (as the email benchmark
+# once was: email.py) would stand in for it: keep bench/ on the path, but last.
 sys.path.sort(key=lambda p: Path(p or ".").resolve() == Path(__file__).resolve().parent)
 
 import _stack
