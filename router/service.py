@@ -474,6 +474,9 @@ class Router:
         waiting = [d for d in docs.values() if _is_waiting(d)]
         if not waiting:
             return []
+        # just opened or reopened: those the worker classified have their SLA clocks running
+        # (the others get their timers when classified)
+        await sla.arm(self.store, [d for d in waiting if d.get("classified_at") is not None])
         made = await self._route_docs(waiting, exclude, fresh=True)
         placed = {o["conversation_id"] for o in made}
         self._remember([d for d in waiting if d["_id"] not in placed])
@@ -491,8 +494,6 @@ class Router:
         made: list[Doc] = []
         window = timedelta(seconds=self.config.sticky_window)
         # classified even when nobody has room: queue order and SLA clocks depend on it
-        if fresh:  # just opened or reopened: the worker classified them, their clocks run
-            await sla.arm(self.store, [d for d in docs if d.get("classified_at") is not None])
         docs = await self._classified_many(docs)
         for round_ in range(RESERVE_ROUNDS):
             if pool is None or round_ > 0:

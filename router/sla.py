@@ -76,11 +76,14 @@ async def sweep(router: Router) -> int:
     cfg = router.config
     emitted = 0
     for conv, timer in await due_soon(router, now):
+        if next_at(conv) is None:  # resolved, or every level raised already
+            await sla_timers.advance(router.store, conv["_id"], timer, None)
+            continue
         clocks = [("resolution", conv.get("resolution_due"), cfg.sla_resolution)]
         if conv.get("first_response_at") is None:
             fr = ("first_response", conv.get("first_response_due"), cfg.sla_first_response)
             clocks.insert(0, fr)
-        for clock, due, targets in clocks if next_at(conv) is not None else ():
+        for clock, due, targets in clocks:
             # the target the due time was computed from: priority before SLA raises
             base = int(conv.get("base_priority") or 0)
             target = policy.sla_target(targets, base)
