@@ -18,12 +18,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# Run as `python bench/ingest.py`, the bench/ folder comes first on sys.path, where another
-# benchmark's email.py would shadow the stdlib package `email` (aiohttp, pydantic and smtplib
-# import it). ingest.py imports this module before anything that needs `email`, so take the
-# folder off the path here; ingest.py already holds this module.
+# Run as `python bench/ingest.py`, the bench/ folder comes first on sys.path, where a module
+# named like a stdlib one (a benchmark called email.py) would shadow it (aiohttp, pydantic and
+# smtplib import `email`). The benchmarks import this module before anything else that is not
+# stdlib, so move the folder to the end of the path here: the standard library wins, and the
+# benchmarks' own helpers (_floor) still import.
 _HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
 
 _PR_SET_PDEATHSIG = 1
 _CLK_TCK = os.sysconf("SC_CLK_TCK")

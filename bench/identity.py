@@ -17,7 +17,8 @@ One run against its own `omnihub up` (6 free ports from --ports):
      contingency counts), false merges, merges, open merge suggestions by cause; and the
      time of one batch's reads (the product's store functions) on the final store;
   5. limit, same database: bulk_write of UpdateOne(upsert) × 500 (the limit), insert_many,
-     `$in` lookups by _id;
+     `$in` lookups by _id; then the store floor (bench/_floor.py): the time to insert_many,
+     once each, the documents the resolution phase left behind;
   6. GET /api/v1/customers?identifier=<raw form>, sequential and 16 at once: p50/p99, misses.
 
 It prints a summary, then, last, one JSON line. Progress goes to stderr.
@@ -51,6 +52,7 @@ from typing import Any
 # once was: email.py) would stand in for it: keep bench/ on the path, but last.
 sys.path.sort(key=lambda p: Path(p or ".").resolve() == Path(__file__).resolve().parent)
 
+import _floor
 import _stack
 import aiohttp
 import orjson
@@ -340,6 +342,7 @@ class Result:
     values: dict[str, Any] = field(default_factory=dict)
     cpu: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    floor: _floor.Floor | None = None
 
 
 async def worker_metrics(url: str) -> dict[str, float]:
@@ -753,6 +756,17 @@ def report(a: argparse.Namespace, w: Workload, res: Result) -> dict[str, Any]:
         f"{fmt(v['limit_resolve'], ' msg/s')}",
         f"  ratio       {v['ratio']:.3f}  (resolution throughput / bulk-upsert limit; target "
         f"≥ 0.5); {v['throughput'] / v['limit_resolve']:.3f} of lookup+upsert",
+    ]
+    if res.floor is not None:
+        v.update(floor=res.floor.rate, floor_ratio=res.floor.rate / v["limit"])
+        out += [
+            f"  floor       {fmt(v['floor'], ' msg/s')} = {v['floor_ratio']:.3f} of the limit:"
+            " the store doing nothing but insert_many of the final documents, once each, with"
+            " their indexes, and one lookup of each message's senders (no other reads, no"
+            " updates, no broker, no worker):",
+            f"              {res.floor.describe()}",
+        ]
+    out += [
         f"  quality     precision {v['precision']:.6f}, recall {v['recall']:.6f} (target "
         f"≥ 0.995) of \"same customer\" over message pairs",
         f"              false merges {v['false_merges']} customers ({v['false_merge_pairs']} "
@@ -783,7 +797,8 @@ def report(a: argparse.Namespace, w: Workload, res: Result) -> dict[str, Any]:
             "customers", "merges", "suggestions",
             "suggestions_false_claims", "suggestions_same_person", "lookup_p50_ms",
             "lookup_p99_ms", "lookup_misses", "lookup_c_p50_ms", "lookup_c_p99_ms",
-            "lookup_c_misses", "elapsed_s", "missing", "unexpected_stored", "seed"]
+            "lookup_c_misses", "elapsed_s", "missing", "unexpected_stored", "seed", "floor",
+            "floor_ratio"]
     doc = {k: (round(v[k], 6 if k in ("precision", "recall") else 3)
                if isinstance(v.get(k), float) else v.get(k)) for k in keys}
     doc["cpu"] = {k: round(p, 1) for k, p in res.cpu.items() if p >= 0.5}
@@ -837,6 +852,10 @@ async def run(a: argparse.Namespace) -> int:
             await batch_reads(w, customer_of, mongo, rng, res)
             log("limit: raw bulk upserts and insert_many on the same database")
             await store_limit(w, mongo, a.limit_docs, res)
+            log("floor: writing the final documents once each, nothing else")
+            v = res.values
+            res.floor = await _floor.measure(mongo[DB], v["stored"] + v["dead_lettered"],
+                                             run_id, log)
             for key, conc in (("lookup", 1), ("lookup_c", a.concurrency)):
                 log(f"lookups: {a.lookups:,} GET /api/v1/customers?identifier=…, {conc} at once")
                 sample = lookup_sample(rng, ident_cust, a.lookups)

@@ -9,7 +9,8 @@ Phases, all in one run against one stack (its own `omnihub up`, unless --api/--t
      omnihub.customer-events.v1 and the interactions collection holds all N;
   3. limit: (a) the same N message bytes produced and consumed through a fresh topic of the
      same broker, (b) insert_many of N interaction-shaped documents into a scratch collection
-     of the same MongoDB server; limit = min(a, b);
+     of the same MongoDB server; limit = min(a, b); then the store floor (bench/_floor.py):
+     the time to insert_many, once each, the documents the throughput phase left behind;
   4. latency: POST messages to the HTTP API at a fixed rate (open loop) and time each one
      from its 202 to its interaction.recorded event.
 
@@ -38,7 +39,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import _stack  # first of the non-stdlib imports: it takes bench/ off sys.path (see there)
+import _floor
+import _stack  # before the rest: it moves bench/ to the end of sys.path
 import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -387,6 +389,7 @@ class Result:
     worker: dict[str, dict[str, float]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # something failed or was not stored
     info: list[str] = field(default_factory=list)
+    floor: _floor.Floor | None = None
 
 
 async def throughput_phase(
@@ -628,6 +631,16 @@ def report(a: argparse.Namespace, res: Result) -> dict[str, Any]:
         f"ordered=False, same indexes as interactions (without them: "
         f"{fmt(v['limit_store_noindex'])}/s)",
         f"  ratio       {v['ratio']:.3f}  (throughput / limit)",
+    ]
+    if res.floor is not None:
+        v.update(floor=res.floor.rate, floor_ratio=res.floor.rate / limit)
+        out += [
+            f"  floor       {fmt(v['floor'], ' msg/s')} = {v['floor_ratio']:.3f} of the limit:"
+            " the store doing nothing but insert_many of the final documents, once each, with"
+            " their indexes (no reads, no updates, no broker, no worker):",
+            f"              {res.floor.describe()}",
+        ]
+    out += [
         f"  latency     {a.rate:g} msg/s for {a.duration:g} s via POST /api/v1/messages "
         f"(offered {v['offered_rate']:.1f}/s, max send lag {v['max_send_lag_ms']:.0f} ms)",
         f"              accepted→stored p50 {fmt(v['p50_ms'], ' ms')}, p99 "
@@ -645,7 +658,8 @@ def report(a: argparse.Namespace, res: Result) -> dict[str, Any]:
     keys = ["throughput", "limit", "ratio", "p50_ms", "p99_ms", "max_ms", "messages", "senders",
             "rate", "duration", "ready_s", "idle_rss_mb", "limit_kafka", "limit_kafka_produce",
             "limit_kafka_consume", "limit_store", "limit_store_noindex", "api_p50_ms",
-            "api_p99_ms", "lost", "api_errors", "elapsed_s", "stored", "dead", "offered_rate"]
+            "api_p99_ms", "lost", "api_errors", "elapsed_s", "stored", "dead", "offered_rate",
+            "floor", "floor_ratio"]
     doc = {k: (round(v[k], 3) if isinstance(v.get(k), float) else v.get(k)) for k in keys}
     doc["cpu_throughput"] = {k: round(p, 1) for k, p in res.cpu.get("throughput", {}).items()}
     doc["worker_batch_s"] = {k: round(b["seconds"], 3) for k, b in res.worker.items()
@@ -697,6 +711,9 @@ async def run(a: argparse.Namespace) -> int:
             await store_limit(work, mongo, run_id, res)
             log(f"throughput: producing {a.messages:,} messages to {topics.INBOUND}")
             await throughput_phase(a, work, watch, mongo, pids, res)
+            if not a.external:  # a running stack's collections hold more than this run's
+                log("floor: writing the final documents once each, nothing else")
+                res.floor = await _floor.measure(mongo[DB], res.values["stored"], run_id, log)
             log(f"throughput {res.values['throughput']:,.1f} msg/s; latency: {a.rate:g} msg/s "
                 f"for {a.duration:g}s to {a.api}")
             await latency_phase(a, bodies, watch, pids, res)

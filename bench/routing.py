@@ -5,7 +5,9 @@ Phases, one run:
 
   1. policy: decisions per second of router/policy.py alone (pure: rank one conversation among
      the agents; plan a queue in batches);
-  2. offer latency, end to end on its own `omnihub up` (unless --api/--token-file/--mongo point
+  2. broker floor, on the idle stack: one record produced (acks=all) until a consumer holds
+     it, 40 times; a message reaches the router over two such hops;
+  3. offer latency, end to end on its own `omnihub up` (unless --api/--token-file/--mongo point
      at a running one): 50 agents log in and stay online over the WebSocket; messages are
      POSTed to /api/v1/messages at a fixed rate (open loop, 100/s for 20 s by default) as
      conversations of M messages one second apart (M = 5: 20 new conversations/s, each from a
@@ -13,10 +15,10 @@ Phases, one run:
      message's 202; follow-ups are timed to their `message` push on the assigned agent's
      socket. Agents accept at once and resolve after the conversation ends, so capacity frees
      and the queue keeps moving;
-  3. service: a Router in this process, on a scratch database of the same MongoDB server,
+  4. service: a Router in this process, on a scratch database of the same MongoDB server,
      drains N waiting conversations to agents with room: decisions per second, end to end
      (classification, reservation, offer, claim);
-  4. limit: the writes one decision needs (classify update, capacity update on the agent,
+  5. limit: the writes one decision needs (classify update, capacity update on the agent,
      offer insert, claim update), issued raw against the same server at the same
      concurrency; service ÷ limit is the ratio.
 
@@ -45,7 +47,8 @@ from typing import Any
 import _stack
 import aiohttp
 import orjson
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pymongo import AsyncMongoClient
 
 from pipeline import contract as c
@@ -169,6 +172,44 @@ async def watch_recorded(
                         seen.setdefault((int(m.group(1)), int(m.group(2))), at)
     finally:
         await consumer.stop()
+
+
+async def hop_phase(kafka: str, samples: int = 40) -> dict[str, float | None]:
+    """The broker's own floor: one record produced (acks=all, as the API does) to a fresh
+    one-partition topic until a consumer polling it holds it, ``samples`` times, 100 ms
+    apart, on the idle stack. A message reaches the router over two such hops (inbound →
+    worker, customer-events → router), so twice this p50 is under any offer's p50."""
+    topic = f"bench.hop.{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, 1, 1)])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=kafka, acks="all", linger_ms=0)
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka, group_id=None, fetch_max_wait_ms=500)
+    await producer.start()
+    await consumer.start()
+    hops: list[float] = []
+    try:
+        part = TopicPartition(topic, 0)
+        consumer.assign([part])
+        await consumer.seek_to_end(part)
+        for i in range(samples):
+            t0 = time.monotonic()
+            await producer.send(topic, str(i).encode())
+            got = False
+            while not got and time.monotonic() - t0 < 10:
+                batch = await consumer.getmany(part, timeout_ms=1000)
+                got = any(r.value == str(i).encode() for r in batch.get(part, ()))
+            if got:
+                hops.append((time.monotonic() - t0) * 1000)
+            await asyncio.sleep(0.1)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+    return {"hop_p50_ms": pct(hops, 50), "hop_p99_ms": pct(hops, 99),
+            "hop_samples": len(hops)}
 
 
 async def latency_phase(
@@ -422,6 +463,10 @@ async def run(a: argparse.Namespace) -> int:
             a.kafka = info.get("kafka")
             res["ready_s"] = stack.ready_s
         system = read_token(a.token_file)
+        res.update(hop_p50_ms=None, hop_p99_ms=None, hop_samples=0)
+        if a.kafka:
+            log("broker: one produce → consume hop, 40 times on the idle stack …")
+            res.update(await hop_phase(a.kafka))
         res.update(await latency_phase(a, a.api, system, a.kafka))
         log(f"service: routing {a.conversations} waiting conversations in-process …")
         res.update(await service_phase(a.mongo, a.conversations, a.agents))
@@ -443,6 +488,9 @@ async def run(a: argparse.Namespace) -> int:
         f"  of which            message → interaction.recorded (pipeline) p50 "
         f"{fmt(res['pipeline_p50_ms'])} ms · p99 {fmt(res['pipeline_p99_ms'])} ms; recorded → "
         f"offer (router) p50 {fmt(res['router_p50_ms'])} ms · p99 {fmt(res['router_p99_ms'])} ms\n"
+        f"  broker floor        one produce → consume hop on the idle broker: p50 "
+        f"{fmt(res['hop_p50_ms'])} ms · p99 {fmt(res['hop_p99_ms'])} ms "
+        f"({res['hop_samples']} samples); an offer takes two hops\n"
         f"  message push        follow-ups on the agent's socket: p50 "
         f"{fmt(res['message_push_p50_ms'])} ms · p99 {fmt(res['message_push_p99_ms'])} ms "
         f"({res['message_pushed']} pushed)\n"

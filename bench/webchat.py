@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import _stack  # first of the non-stdlib imports: it takes bench/ off sys.path (see there)
+import _stack  # before the rest: it moves bench/ to the end of sys.path
 import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
