@@ -6,7 +6,8 @@ Phases, one run:
   1. policy: decisions per second of router/policy.py alone (pure: rank one conversation among
      the agents; plan a queue in batches);
   2. broker floor, on the idle stack: one record produced (acks=all) until a consumer holds
-     it, 40 times; a message reaches the router over two such hops;
+     it, 40 times for each consumer fetch wait of 500, 100 (the stack's) and 10 ms; a
+     message reaches the router over two such hops;
   3. offer latency, end to end on its own `omnihub up` (unless --api/--token-file/--mongo point
      at a running one): 50 agents log in and stay online over the WebSocket; messages are
      POSTed to /api/v1/messages at a fixed rate (open loop, 100/s for 20 s by default) as
@@ -59,6 +60,7 @@ from store.mongo import Store, ensure_indexes
 
 CHANNELS = ("email", "sms", "telegram", "webchat", "call", "api")
 PASSWORD = "bench-password-1"
+HOP_WAITS_MS = (500, 100, 10)
 
 
 def log(msg: str) -> None:
@@ -174,11 +176,8 @@ async def watch_recorded(
         await consumer.stop()
 
 
-async def hop_phase(kafka: str, samples: int = 40) -> dict[str, float | None]:
-    """The broker's own floor: one record produced (acks=all, as the API does) to a fresh
-    one-partition topic until a consumer polling it holds it, ``samples`` times, 100 ms
-    apart, on the idle stack. A message reaches the router over two such hops (inbound →
-    worker, customer-events → router), so twice this p50 is under any offer's p50."""
+async def hop(kafka: str, wait_ms: int, samples: int = 40) -> list[float]:
+    """Milliseconds from each send to the consumer holding the record (see hop_phase)."""
     topic = f"bench.hop.{uuid.uuid4().hex[:8]}"
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
     await admin.start()
@@ -187,7 +186,7 @@ async def hop_phase(kafka: str, samples: int = 40) -> dict[str, float | None]:
     finally:
         await admin.close()
     producer = AIOKafkaProducer(bootstrap_servers=kafka, acks="all", linger_ms=0)
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka, group_id=None, fetch_max_wait_ms=500)
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka, group_id=None, fetch_max_wait_ms=wait_ms)
     await producer.start()
     await consumer.start()
     hops: list[float] = []
@@ -208,8 +207,21 @@ async def hop_phase(kafka: str, samples: int = 40) -> dict[str, float | None]:
     finally:
         await consumer.stop()
         await producer.stop()
-    return {"hop_p50_ms": pct(hops, 50), "hop_p99_ms": pct(hops, 99),
-            "hop_samples": len(hops)}
+    return hops
+
+
+async def hop_phase(kafka: str) -> dict[str, Any]:
+    """The broker's own floor: one record produced (acks=all, as the API does) to a fresh
+    one-partition topic until a consumer polling it holds it, 40 times, 100 ms apart, on the
+    idle stack, for consumer fetch waits of 500 ms (aiokafka's default), 100 ms (the
+    stack's ``kafka_fetch_wait``) and 10 ms: tansu answers a waiting fetch late, so the hop
+    follows the wait. A message reaches the router over two such hops (inbound → worker,
+    customer-events → router)."""
+    out: dict[str, Any] = {}
+    for wait in HOP_WAITS_MS:
+        hops = await hop(kafka, wait)
+        out[f"hop{wait}_p50_ms"], out[f"hop{wait}_p99_ms"] = pct(hops, 50), pct(hops, 99)
+    return out
 
 
 async def latency_phase(
@@ -463,9 +475,9 @@ async def run(a: argparse.Namespace) -> int:
             a.kafka = info.get("kafka")
             res["ready_s"] = stack.ready_s
         system = read_token(a.token_file)
-        res.update(hop_p50_ms=None, hop_p99_ms=None, hop_samples=0)
+        res.update({f"hop{w}_{p}_ms": None for w in HOP_WAITS_MS for p in ("p50", "p99")})
         if a.kafka:
-            log("broker: one produce → consume hop, 40 times on the idle stack …")
+            log("broker: one produce → consume hop, 40 times per fetch wait, idle stack …")
             res.update(await hop_phase(a.kafka))
         res.update(await latency_phase(a, a.api, system, a.kafka))
         log(f"service: routing {a.conversations} waiting conversations in-process …")
@@ -488,9 +500,10 @@ async def run(a: argparse.Namespace) -> int:
         f"  of which            message → interaction.recorded (pipeline) p50 "
         f"{fmt(res['pipeline_p50_ms'])} ms · p99 {fmt(res['pipeline_p99_ms'])} ms; recorded → "
         f"offer (router) p50 {fmt(res['router_p50_ms'])} ms · p99 {fmt(res['router_p99_ms'])} ms\n"
-        f"  broker floor        one produce → consume hop on the idle broker: p50 "
-        f"{fmt(res['hop_p50_ms'])} ms · p99 {fmt(res['hop_p99_ms'])} ms "
-        f"({res['hop_samples']} samples); an offer takes two hops\n"
+        f"  broker floor        one produce → consume hop on the idle broker, p50 / p99 by "
+        "consumer fetch wait: " + " · ".join(
+            f"{w} ms: {fmt(res[f'hop{w}_p50_ms'])} / {fmt(res[f'hop{w}_p99_ms'])} ms"
+            for w in HOP_WAITS_MS) + "; an offer takes two hops\n"
         f"  message push        follow-ups on the agent's socket: p50 "
         f"{fmt(res['message_push_p50_ms'])} ms · p99 {fmt(res['message_push_p99_ms'])} ms "
         f"({res['message_pushed']} pushed)\n"
