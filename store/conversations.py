@@ -12,13 +12,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import DESCENDING, UpdateOne
-from pymongo.errors import BulkWriteError
 
-from store.mongo import Doc, Store, find_in
+from store.mongo import Doc, Store, find_in, insert_new
 
 Key = tuple[str, str, str]  # customer_id, channel, thread
-
-DUPLICATE_KEY = 11000
 
 
 def key_of(doc: Doc) -> Key:
@@ -71,15 +68,10 @@ async def open_many(store: Store, proposals: Sequence[Doc]) -> dict[Key, Doc]:
     if not proposals:
         return {}
     docs = [{**p, "active": True} for p in proposals]
-    try:
-        await store.conversations.insert_many(docs, ordered=False)
-        return {key_of(d): d for d in docs}
-    except BulkWriteError as exc:
-        errors = exc.details.get("writeErrors", [])
-        if any(e.get("code") != DUPLICATE_KEY for e in errors):
-            raise
-        failed = {e["index"] for e in errors}
+    failed = set(await insert_new(store.conversations, docs))
     out = {key_of(d): d for i, d in enumerate(docs) if i not in failed}
+    if not failed:
+        return out
     # someone else's (or our own earlier) conversation holds these threads: read it back
     out.update(await active_for(store, [key_of(docs[i]) for i in failed]))
     return out

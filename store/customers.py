@@ -8,15 +8,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import UpdateOne
-from pymongo.errors import BulkWriteError
 
-from store.mongo import Doc, Store, find_in
+from store.mongo import Doc, Store, find_in, insert_new
 from unify.resolver import CustomerInfo
 
 MAX_TOMBSTONE_HOPS = 16
 ORPHAN_SLACK = 5  # search reads a few more than asked for, in case some own nothing
 SEARCH_CANDIDATES = 5000  # most customers one name search looks at
-DUPLICATE_KEY = 11000
 
 
 @dataclass(frozen=True)
@@ -84,14 +82,7 @@ async def create_shells(store: Store, items: Sequence[NewCustomer], now: datetim
         }
         for item in items
     ]
-    try:
-        await store.customers.insert_many(docs, ordered=False)
-    except BulkWriteError as exc:
-        errors = exc.details.get("writeErrors", [])
-        if any(e.get("code") != DUPLICATE_KEY for e in errors):
-            raise
-        return {docs[e["index"]]["_id"] for e in errors}
-    return set()
+    return {docs[i]["_id"] for i in await insert_new(store.customers, docs)}
 
 
 async def get(store: Store, customer_id: str, *, follow: bool = True) -> Doc | None:

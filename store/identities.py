@@ -5,11 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 
-from pymongo.errors import BulkWriteError
-
-from store.mongo import Store, find_in
-
-DUPLICATE_KEY = 11000
+from store.mongo import Store, find_in, insert_new
 
 
 async def lookup(store: Store, identifiers: Iterable[str]) -> dict[str, str]:
@@ -31,14 +27,9 @@ async def link(store: Store, proposed: Mapping[str, str], now: datetime) -> dict
         return {}
     idents = list(proposed)
     docs = [{"_id": i, "customer_id": proposed[i], "linked_at": now} for i in idents]
-    try:
-        await store.identities.insert_many(docs, ordered=False)
+    taken = [idents[i] for i in await insert_new(store.identities, docs)]
+    if not taken:
         return dict(proposed)
-    except BulkWriteError as exc:
-        errors = exc.details.get("writeErrors", [])
-        if any(e.get("code") != DUPLICATE_KEY for e in errors):
-            raise
-        taken = [idents[e["index"]] for e in errors]
     # linked before us (another writer, or this batch before a crash): the store's owner wins
     out = {i: c for i, c in proposed.items() if i not in set(taken)}
     out.update(await lookup(store, taken))

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import PyMongoError
+from pymongo.errors import BulkWriteError, PyMongoError
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +153,29 @@ class Store:
 
     async def close(self) -> None:
         await self.client.close()
+
+
+DUPLICATE_KEY = 11000
+
+
+async def insert_new(coll: AsyncCollection[Doc], docs: Sequence[Doc]) -> list[int]:
+    """Insert ``docs`` (one unordered ``insert_many``); returns the positions of those a unique
+    index refused because their key is taken, in order. Any other write error is raised.
+
+    The create-unless-present step of the worker and the router: on SecantusDB an insert
+    costs about half an upsert (measured: 450 µs against 800-870 µs a document, 20 a batch),
+    and a unique index settles races between writers without a transaction.
+    """
+    if not docs:
+        return []
+    try:
+        await coll.insert_many(list(docs), ordered=False)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(e.get("code") != DUPLICATE_KEY for e in errors):
+            raise
+        return sorted(e["index"] for e in errors)
+    return []
 
 
 IN_CHUNK = 32

@@ -18,21 +18,24 @@ from datetime import datetime
 
 from pymongo import UpdateOne
 
-from store.mongo import Store
+from store.mongo import Store, insert_new
 
 COLLECTION = "sla_timers"
 
 
 async def arm(store: Store, at: Mapping[str, datetime | None]) -> None:
-    """Set the timer of each conversation (one write); those with None are left as they are:
-    the sweep drops a timer it finds with nothing left to raise."""
-    ops = [
-        UpdateOne({"_id": cid}, {"$set": {"at": when}}, upsert=True)
-        for cid, when in at.items()
-        if when is not None
-    ]
-    if ops:
-        await store.db[COLLECTION].bulk_write(ops, ordered=False)
+    """Set the timer of each conversation; those with None are left as they are: the sweep
+    drops a timer it finds with nothing left to raise. Most conversations get their first
+    timer here, so the timers are inserted and only those already present (a reopened
+    conversation, a replayed event) are then set in place."""
+    docs = [{"_id": cid, "at": when} for cid, when in at.items() if when is not None]
+    timers = store.db[COLLECTION]
+    present = [docs[i] for i in await insert_new(timers, docs)]
+    if present:  # upsert: the sweep may drop a timer between the two writes
+        ops = [
+            UpdateOne({"_id": d["_id"]}, {"$set": {"at": d["at"]}}, upsert=True) for d in present
+        ]
+        await timers.bulk_write(ops, ordered=False)
 
 
 async def due(store: Store, now: datetime, limit: int = 500) -> dict[str, datetime]:
