@@ -48,12 +48,8 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-# bench/ is first on sys.path, so a script here named like a package (as the email benchmark
-# once was: email.py) would stand in for it: keep bench/ on the path, but last.
-sys.path.sort(key=lambda p: Path(p or ".").resolve() == Path(__file__).resolve().parent)
-
 import _floor
-import _stack
+import _stack  # before the rest: it moves bench/ to the end of sys.path
 import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -759,13 +755,7 @@ def report(a: argparse.Namespace, w: Workload, res: Result) -> dict[str, Any]:
     ]
     if res.floor is not None:
         v.update(floor=res.floor.rate, floor_ratio=res.floor.rate / v["limit"])
-        out += [
-            f"  floor       {fmt(v['floor'], ' msg/s')} = {v['floor_ratio']:.3f} of the limit:"
-            " the store doing nothing but insert_many of the final documents, once each, with"
-            " their indexes, and one lookup of each message's senders (no other reads, no"
-            " updates, no broker, no worker):",
-            f"              {res.floor.describe()}",
-        ]
+        out += res.floor.lines(v["limit"])
     out += [
         f"  quality     precision {v['precision']:.6f}, recall {v['recall']:.6f} (target "
         f"≥ 0.995) of \"same customer\" over message pairs",

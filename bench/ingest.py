@@ -634,12 +634,7 @@ def report(a: argparse.Namespace, res: Result) -> dict[str, Any]:
     ]
     if res.floor is not None:
         v.update(floor=res.floor.rate, floor_ratio=res.floor.rate / limit)
-        out += [
-            f"  floor       {fmt(v['floor'], ' msg/s')} = {v['floor_ratio']:.3f} of the limit:"
-            " the store doing nothing but insert_many of the final documents, once each, with"
-            " their indexes (no reads, no updates, no broker, no worker):",
-            f"              {res.floor.describe()}",
-        ]
+        out += res.floor.lines(limit)
     out += [
         f"  latency     {a.rate:g} msg/s for {a.duration:g} s via POST /api/v1/messages "
         f"(offered {v['offered_rate']:.1f}/s, max send lag {v['max_send_lag_ms']:.0f} ms)",
