@@ -200,6 +200,11 @@ async def find_in(
     again against the whole list (measured: 500 ids by ``_id`` take 600 ms in one query,
     60 ms in chunks of 32). On MongoDB the chunks cost a few more round trips.
     Values are de-duplicated and each document is returned once.
+
+    ``field`` leads the filter, before ``where``: SecantusDB plans with the index of the
+    first indexed field it meets, so ``{"state": …, "trigger": {"$in": …}}`` walks every
+    merge in that state (measured: 2 s a query at 10,000 merges, growing with them) while
+    the same filter led by ``trigger`` takes 5 ms at any size.
     """
     wanted = list(dict.fromkeys(values))
     if not wanted:
@@ -208,8 +213,8 @@ async def find_in(
     gate = asyncio.Semaphore(IN_PARALLEL)
 
     async def one(part: list[Any]) -> list[Doc]:
-        query = dict(where or {})
-        query[field] = {"$in": part}
+        query: Doc = {field: {"$in": part}}
+        query.update((k, v) for k, v in (where or {}).items() if k != field)
         async with gate:
             return [d async for d in coll.find(query, projection)]
 
