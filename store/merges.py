@@ -361,12 +361,14 @@ async def _undo(store: Store, entry: Doc, now: datetime) -> None:
 
 
 async def history(store: Store, customer_id: str, limit: int = 100) -> list[Doc]:
-    cursor = (
-        store.merges.find(
-            {"$or": [{"survivor_id": customer_id}, {"loser_id": customer_id}]},
-            {"snapshot": 0},
-        )
-        .sort("created_at", -1)
-        .limit(limit)
-    )
-    return [d async for d in cursor]
+    """The merges a customer took part in, survivor or merged, newest first.
+
+    One indexed read per side: SecantusDB answers an ``$or`` of the two by scanning every
+    merge (measured: 258 ms at 5,000 merges against 2-3 ms for the two reads; a customer
+    lookup paid it on every call)."""
+    found: dict[str, Doc] = {}
+    for side in ("survivor_id", "loser_id"):
+        cursor = store.merges.find({side: customer_id}, {"snapshot": 0})
+        async for d in cursor.sort("created_at", -1).limit(limit):
+            found[d["_id"]] = d
+    return sorted(found.values(), key=lambda d: d["created_at"], reverse=True)[:limit]

@@ -290,3 +290,74 @@ async def test_a_claim_and_the_real_owner_in_one_batch_still_suggest(store) -> N
     )
     sug = await store.suggestions.find_one({"identifier": "email:leila@example.com"})
     assert sug is not None and sug["reason"] == "claimed"
+
+
+async def test_merge_history_lists_both_sides_newest_first_without_scanning_all_merges(
+    store,
+) -> None:
+    """A customer view reads its merge history on every lookup. SecantusDB answers an ``$or``
+    of survivor and loser by scanning every merge, so history reads each side by its index;
+    timed against one indexed read on the same data, so the machine's speed cancels out."""
+    from datetime import UTC, datetime, timedelta
+
+    from store.mongo import ensure_indexes
+
+    await ensure_indexes(store)
+    await store.merges.delete_many({})
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    others = [
+        {
+            "_id": f"m{i}",
+            "survivor_id": f"s{i}",
+            "loser_id": f"l{i}",
+            "state": "done",
+            "created_at": t0 + timedelta(seconds=i),
+            "snapshot": {"identities": ["x"] * 5},
+        }
+        for i in range(3000)
+    ]
+    mine = [
+        {
+            "_id": "a",
+            "survivor_id": "me",
+            "loser_id": "x1",
+            "state": "done",
+            "created_at": t0 + timedelta(days=1),
+            "snapshot": {},
+        },
+        {
+            "_id": "b",
+            "survivor_id": "x2",
+            "loser_id": "me",
+            "state": "undone",
+            "created_at": t0 + timedelta(days=3),
+            "snapshot": {},
+        },
+        {
+            "_id": "c",
+            "survivor_id": "me",
+            "loser_id": "x3",
+            "state": "done",
+            "created_at": t0 + timedelta(days=2),
+            "snapshot": {},
+        },
+    ]
+    await store.merges.insert_many(others + mine)
+
+    got = await merges.history(store, "me")
+    assert [d["_id"] for d in got] == ["b", "c", "a"]
+    assert all("snapshot" not in d for d in got)
+    assert [d["_id"] for d in await merges.history(store, "me", limit=2)] == ["b", "c"]
+    assert await merges.history(store, "nobody") == []
+
+    async def best(step: Any) -> float:
+        out = float("inf")
+        for _ in range(3):
+            t = asyncio.get_running_loop().time()
+            await step()
+            out = min(out, asyncio.get_running_loop().time() - t)
+        return out
+
+    one_read = await best(lambda: store.merges.find({"survivor_id": "me"}).to_list())
+    history = await best(lambda: merges.history(store, "me"))
+    assert history < 6 * one_read + 0.02, (history, one_read)
