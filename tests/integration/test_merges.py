@@ -15,6 +15,7 @@ from pipeline import contract as c
 from pipeline.agents.ingest import Ingestor
 from store import merges
 from tests.integration.test_ingest import Recorder, assert_orphans, raw
+from tests.timing import fastest
 from unify.resolver import Policy
 
 pytestmark = pytest.mark.integration
@@ -350,14 +351,6 @@ async def test_merge_history_lists_both_sides_newest_first_without_scanning_all_
     assert [d["_id"] for d in await merges.history(store, "me", limit=2)] == ["b", "c"]
     assert await merges.history(store, "nobody") == []
 
-    async def best(step: Any) -> float:
-        out = float("inf")
-        for _ in range(3):
-            t = asyncio.get_running_loop().time()
-            await step()
-            out = min(out, asyncio.get_running_loop().time() - t)
-        return out
-
-    one_read = await best(lambda: store.merges.find({"survivor_id": "me"}).to_list())
-    history = await best(lambda: merges.history(store, "me"))
+    one_read = await fastest(lambda: store.merges.find({"survivor_id": "me"}).to_list())
+    history = await fastest(lambda: merges.history(store, "me"))
     assert history < 6 * one_read + 0.02, (history, one_read)

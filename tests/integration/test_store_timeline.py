@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,6 +9,7 @@ import pytest
 
 from store import interactions
 from store.mongo import ensure_indexes
+from tests.timing import fastest
 
 pytestmark = pytest.mark.integration
 
@@ -49,17 +49,9 @@ async def test_cursor_pages_walk_a_timeline_once_even_through_messages_of_one_in
     # a later page reads through the timeline index, like the first one: timed against the
     # first page on the same data (SecantusDB scanned all 3,032 interactions for the $or
     # form of this query: ~0.2 s here, growing with every interaction stored)
-    async def best(step: Any) -> float:
-        out = float("inf")
-        for _ in range(3):
-            t = asyncio.get_running_loop().time()
-            await step()
-            out = min(out, asyncio.get_running_loop().time() - t)
-        return out
-
     mid = expected[10]
-    first = await best(lambda: interactions.timeline(store, ["me"], limit=4))
-    later = await best(
+    first = await fastest(lambda: interactions.timeline(store, ["me"], limit=4))
+    later = await fastest(
         lambda: interactions.timeline(
             store, ["me"], limit=4, before=(mid["occurred_at"], mid["_id"])
         )
