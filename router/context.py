@@ -15,7 +15,7 @@ from hub.web import STORE, ApiError, decode_cursor, encode_cursor, json_response
 from router import actions
 from router.service import Router
 from router.views import public
-from store import blobs, conversations, customers, identities, interactions, notes
+from store import blobs, conversations, customers, identities, interactions, notes, offers
 from store.mongo import Doc, Store
 
 try:  # the identity issue provides merge suggestions
@@ -60,11 +60,20 @@ async def list_conversations(request: web.Request) -> web.Response:
     if scope not in SCOPES:
         raise ApiError(400, "invalid_field", f"scope: one of {', '.join(SCOPES)}", "scope")
     limit = _limit(request)
+    store = request.app[STORE]
     query: Doc
     if scope == "mine":
         query = {"assignee": p.agent_id, "active": True}
     elif scope == "offered":
-        query = {"offer_agent": p.agent_id, "active": True}
+        # found through the agent's pending offers (their by_agent index): a filter led by
+        # offer_agent, which no index starts with, is planned on `active` by SecantusDB and
+        # reads every active conversation (measured: 300 ms at 5,000)
+        pending = await offers.pending_for(store, p.agent_id)
+        query = {
+            "_id": {"$in": [o["conversation_id"] for o in pending]},
+            "offer_agent": p.agent_id,
+            "active": True,
+        }
     elif scope == "queue":
         query = {"active": True, "assignee": None}
         if not p.at_least("supervisor"):
@@ -76,7 +85,6 @@ async def list_conversations(request: web.Request) -> web.Response:
         for key in ("state", "assignee", "team", "channel", "customer_id"):
             if key in request.query:
                 query[key] = request.query[key]
-    store = request.app[STORE]
     docs = await conversations.listing(store, query, limit)
     # the customer's name for each row (a list of ids means nothing to an agent)
     ids = list({d["customer_id"] for d in docs})

@@ -124,6 +124,20 @@ async def test_lists_carry_the_customers_names_and_keep_role_scopes(api: Api) ->
     _, everyone = await api.call("GET", "/api/v1/conversations?scope=all", boss_t)
     assert {x["id"] for x in everyone["conversations"]} == {"mine", "q"}
 
+    # offered: the conversations of the agent's pending offers, and no one else's
+    status, offered = await api.call("GET", "/api/v1/conversations?scope=offered", sara_t)
+    assert status == 200 and offered["conversations"] == []
+    bill = (await api.call("GET", "/api/v1/agents/me", billing_t))[1]["id"]
+    for conv_id, agent in (("to-sara", sara), ("to-bill", bill)):
+        await add_conversation(store, conv_id, customer_id="cust-q")
+        conv = await store.conversations.find_one({"_id": conv_id})
+        assert await api.router.make_offer(conv, agent, c.utcnow()) is not None
+    _, offered = await api.call("GET", "/api/v1/conversations?scope=offered", sara_t)
+    rows = [(x["id"], x["customer_name"]) for x in offered["conversations"]]
+    assert rows == [("to-sara", "Jane")]
+    _, offered = await api.call("GET", "/api/v1/conversations?scope=offered", billing_t)
+    assert [x["id"] for x in offered["conversations"]] == ["to-bill"]
+
 
 async def test_the_directory_names_colleagues_and_nothing_private(api: Api) -> None:
     sara, sara_t = await api.agent("sara@example.com")
