@@ -42,19 +42,18 @@ async def timeline(
     cursor's own instant, then what came before it. SecantusDB answers the single ``$or``
     form by scanning every interaction (measured: 0.8 s a page at 20,000 interactions,
     3 ms this way)."""
+    reads: list[Doc] = [{}]
+    if before is not None:
+        at, last_id = before
+        reads = [{"occurred_at": at, "_id": {"$lt": last_id}}, {"occurred_at": {"$lt": at}}]
     owners = {"$in": list(customer_ids)}
-    order = [("occurred_at", -1), ("_id", -1)]
-    if before is None:
-        cursor = store.interactions.find({"customer_id": owners})
-        return [d async for d in cursor.sort(order).limit(limit)]
-    at, last_id = before
-    same = store.interactions.find(
-        {"customer_id": owners, "occurred_at": at, "_id": {"$lt": last_id}}
-    )
-    page = [d async for d in same.sort(order).limit(limit)]
-    if len(page) < limit:
-        older = store.interactions.find({"customer_id": owners, "occurred_at": {"$lt": at}})
-        page += [d async for d in older.sort(order).limit(limit - len(page))]
+    page: list[Doc] = []
+    for rest in reads:
+        cursor = store.interactions.find({"customer_id": owners, **rest})
+        cursor = cursor.sort([("occurred_at", -1), ("_id", -1)]).limit(limit - len(page))
+        page += [d async for d in cursor]
+        if len(page) >= limit:
+            break
     return page
 
 
