@@ -22,6 +22,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
@@ -355,6 +356,24 @@ class EmbeddedStack:
         finally:
             await store.close()
 
+    def retention(self) -> asyncio.Task[None] | None:
+        """The embedded broker's retention sweeps (hub/retention.py), if it is ours and on."""
+        s = self.settings
+        if not s.embedded_kafka or s.broker_retention_hours <= 0:
+            return None
+        from hub import retention
+
+        return asyncio.create_task(
+            retention.run(
+                f"http://{s.host}:{s.s3_port}",
+                BUCKET,
+                timedelta(hours=s.broker_retention_hours),
+                s.broker_retention_interval,
+                first_after=min(60.0, s.broker_retention_interval),
+                report=lambda line: self.out(f"omnihub: {line}"),
+            )
+        )
+
     def banner(self, elapsed: float) -> None:
         s = self.settings
         token_file = s.token_file
@@ -422,7 +441,14 @@ async def run_up(settings: Settings, out: Callable[[str], None] = print) -> int:
             if starting in done:
                 stack.banner(starting.result())
                 sys.stdout.flush()
-                await waiter
+                keeper = stack.retention()
+                try:
+                    await waiter
+                finally:
+                    if keeper is not None:
+                        keeper.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await keeper
             else:
                 starting.cancel()
                 with contextlib.suppress(asyncio.CancelledError, HubError):

@@ -55,6 +55,17 @@ class Settings(BaseSettings):
         "delay of every message; real Kafka answers at once, a short wait costs only idle polls)",
     )
 
+    broker_retention_hours: float = Field(
+        24.0,
+        ge=0,
+        description="embedded broker: delete record batches older than this many hours once "
+        "every consumer group has read them (0 = keep everything; hub/retention.py: tansu "
+        "lists every stored batch of a partition on each fetch, so kept batches slow it down)",
+    )
+    broker_retention_interval: float = Field(
+        600.0, gt=0, description="embedded broker: seconds between two retention sweeps"
+    )
+
     # -- MongoDB -----------------------------------------------------------------------------
     mongo_uri: str | None = Field(None, description="mongodb:// URI; unset = embedded server")
     mongo_db: str = Field("omnihub")

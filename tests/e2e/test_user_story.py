@@ -36,8 +36,10 @@ PORT_FLAGS = (
 class Stack:
     """One `omnihub up` process, its ready line parsed into ``info``."""
 
-    def __init__(self, data_dir: Path, ports: dict[str, int]) -> None:
-        self.data_dir, self.ports = data_dir, ports
+    def __init__(
+        self, data_dir: Path, ports: dict[str, int], env: dict[str, str] | None = None
+    ) -> None:
+        self.data_dir, self.ports, self.env = data_dir, ports, env or {}
         self.proc: subprocess.Popen[str] | None = None
         self.info: dict[str, str] = {}
         self.output: list[str] = []
@@ -55,7 +57,7 @@ class Stack:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env={k: v for k, v in os.environ.items() if not k.startswith("OMNIHUB_")},
+            env={k: v for k, v in os.environ.items() if not k.startswith("OMNIHUB_")} | self.env,
         )
         assert self.proc.stdout is not None
         deadline = t0 + timeout
@@ -188,7 +190,8 @@ async def test_a_message_reaches_an_online_agent_who_accepts_and_sees_the_contex
             ctx = await r.json()
         # she answers (published for the channel to deliver) and closes the conversation
         async with agent_http.post(
-            f"/api/v1/conversations/{conv_id}/reply", json={"text": "فردا می‌رسد"},
+            f"/api/v1/conversations/{conv_id}/reply",
+            json={"text": "فردا می‌رسد"},
             headers=agent_headers,
         ) as r:
             assert r.status == 202, await r.text()
@@ -457,3 +460,65 @@ def test_ctrl_c_stops_everything_within_10s_and_data_survives_a_restart(stack: S
     cust = asyncio.run(lookup())
     assert cust["display_name"] == "علی رضایی"
     assert json.dumps(cust["identifiers"]) == '["phone:+989123456789"]'
+
+
+async def test_broker_retention_trims_what_the_groups_read_and_the_stack_goes_on(
+    tmp_path: Path,
+) -> None:
+    """With a retention of about a second, `omnihub up` deletes the record batches its
+    consumer groups have read, says so, and keeps working on the trimmed partitions."""
+    s = Stack(
+        tmp_path / "data",
+        {f: free_port() for f in PORT_FLAGS},
+        {"OMNIHUB_BROKER_RETENTION_HOURS": "0.0003", "OMNIHUB_BROKER_RETENTION_INTERVAL": "2"},
+    )
+    s.start()
+    assert s.proc is not None and s.proc.stdout is not None
+    token = Path(s.info["token_file"]).read_text().strip()
+    headers = {"Authorization": f"Bearer {token}"}
+    try:
+        async with aiohttp.ClientSession(base_url=s.info["api"], headers=headers) as http:
+
+            async def post(i: int) -> None:
+                body = {
+                    "source_id": f"ret-{i}",
+                    "sender": [{"kind": "phone", "value": "۰۹۱۲ ۷۷۷ ۰۰۰۰"}],
+                    "text": f"پیام {i}",
+                }
+                async with http.post("/api/v1/messages", json=body) as r:
+                    assert r.status == 202, await r.text()
+
+            async def stored() -> int:
+                async with http.get(
+                    "/api/v1/customers", params={"identifier": "+989127770000"}
+                ) as r:
+                    if r.status == 404:
+                        return 0
+                    cid = (await r.json())["id"]
+                async with http.get(f"/api/v1/customers/{cid}/timeline") as r:
+                    return len((await r.json())["items"])
+
+            async def wait_stored(n: int) -> None:
+                for _ in range(150):
+                    if await stored() == n:
+                        return
+                    await asyncio.sleep(0.2)
+                raise AssertionError(f"{n} messages not on the timeline: {await stored()}")
+
+            for i in range(4):  # one batch each on the inbound topic
+                await post(i)
+                await wait_stored(i + 1)
+            line = ""
+            deadline = time.monotonic() + 60
+            while "broker retention: deleted" not in line:
+                assert time.monotonic() < deadline, "no retention sweep reported in 60 s"
+                line = await asyncio.wait_for(asyncio.to_thread(s.proc.stdout.readline), 60)
+                s.output.append(line.rstrip("\n"))
+            deleted = int(line.split("deleted ")[1].split()[0].replace(",", ""))
+            assert deleted >= 1
+            await post(4)  # the worker reads on from a trimmed partition
+            await wait_stored(5)
+    finally:
+        took = s.interrupt()
+    assert took <= 10
+    assert not any("Traceback" in ln for ln in s.output), "\n".join(s.output[-30:])

@@ -1,0 +1,134 @@
+"""Retention of the embedded broker (hub/retention.py) against tansu on hub.s3, as `omnihub
+up` runs them: a sweep deletes only record batches every consumer group has read, and tansu
+goes on serving the partition (groups resume, new readers start at the oldest batch kept)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from hub import retention
+from hub.retention import Bucket, parse_batch
+from tests.integration.test_s3_tansu import (
+    GROUP_TIMING,
+    SERVER,
+    Stack,
+    consume,
+    create_topic,
+    produce,
+    values,
+)
+from tests.peers import S3_BUCKET, free_port
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Stack]:
+    s = Stack(tmp_path, tmp_path / "s3", SERVER, free_port(), free_port())
+    s.start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture
+async def bucket(broker: Stack) -> AsyncIterator[Bucket]:
+    async with aiohttp.ClientSession() as session:
+        yield Bucket(session, f"http://127.0.0.1:{broker.s3_port}", S3_BUCKET)
+
+
+async def commit_at(bootstrap: str, topic: str, group: str, offset: int) -> None:
+    tp = TopicPartition(topic, 0)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False, **GROUP_TIMING
+    )
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        await consumer.commit({tp: offset})
+    finally:
+        await consumer.stop()
+
+
+async def bases(bucket: Bucket, topic: str) -> list[int]:
+    found = [parse_batch(k, m) for k, m, _ in await bucket.list("clusters/")]
+    return sorted(b.base for b in found if b is not None and b.topic == topic)
+
+
+async def test_a_sweep_deletes_only_what_every_group_has_read(
+    broker: Stack, bucket: Bucket
+) -> None:
+    await create_topic(broker.bootstrap, "ret", 1)
+    sent = [f"r{i:02d}" for i in range(30)]
+    await produce(broker.bootstrap, "ret", sent)  # send_and_wait: one batch (object) each
+    assert await bases(bucket, "ret") == list(range(30))
+    await commit_at(broker.bootstrap, "ret", "fast", 20)
+    await commit_at(broker.bootstrap, "ret", "slow", 5)
+
+    # nothing is old enough yet
+    done = await retention.sweep(bucket, timedelta(hours=1))
+    assert done.deleted == 0 and await bases(bucket, "ret") == list(range(30))
+
+    # the slow group holds the rest back, and the sweep says so
+    done = await retention.sweep(bucket, timedelta(0))
+    assert done.deleted == 5 and done.failed == 0
+    assert await bases(bucket, "ret") == list(range(5, 30))
+    assert "'slow' (committed 5)" in done.summary()
+
+    await commit_at(broker.bootstrap, "ret", "slow", 25)
+    done = await retention.sweep(bucket, timedelta(0))
+    assert done.deleted == 15
+    assert done.plan.held == {("tansu_cluster", "ret", 0): ("fast", 20, 9)}  # 20-28: unread
+    assert await bases(bucket, "ret") == list(range(20, 30))
+
+    # tansu serves the trimmed partition: the group resumes where it was, later records
+    # arrive, and a reader from the earliest offset starts at the oldest batch kept
+    await produce(broker.bootstrap, "ret", ["r30"])
+    resumed = await consume(broker.bootstrap, "ret", 11, group="fast", commit=True, linger=1)
+    assert values(resumed) == [*sent[20:], "r30"]
+    fresh = await consume(broker.bootstrap, "ret", 11, linger=1)
+    assert values(fresh) == [*sent[20:], "r30"]
+    assert [r.offset for r in sorted(fresh, key=lambda r: r.offset)] == list(range(20, 31))
+
+    # a topic no group reads is left alone
+    await create_topic(broker.bootstrap, "unread", 1)
+    await produce(broker.bootstrap, "unread", ["u0", "u1", "u2"])
+    done = await retention.sweep(bucket, timedelta(0))
+    assert await bases(bucket, "unread") == [0, 1, 2]
+    assert ("tansu_cluster", "unread", 0) in done.plan.unread
+
+
+async def test_the_loop_sweeps_and_reports_until_cancelled(broker: Stack, bucket: Bucket) -> None:
+    await create_topic(broker.bootstrap, "loop", 1)
+    await produce(broker.bootstrap, "loop", [f"l{i}" for i in range(6)])
+    await commit_at(broker.bootstrap, "loop", "g", 6)
+    lines: list[str] = []
+    task = asyncio.create_task(
+        retention.run(
+            f"http://127.0.0.1:{broker.s3_port}",
+            S3_BUCKET,
+            timedelta(0),
+            0.2,
+            first_after=0,
+            report=lines.append,
+        )
+    )
+    try:
+        for _ in range(100):
+            if lines:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert lines and lines[0].startswith("broker retention: deleted 5 record batches")
+    assert await bases(bucket, "loop") == [5]
