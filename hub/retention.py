@@ -265,14 +265,8 @@ class Sweep:
         return text
 
 
-async def sweep(
-    bucket: Bucket,
-    retention: timedelta,
-    *,
-    now: datetime | None = None,
-    group_expiry: timedelta = GROUP_EXPIRY,
-) -> Sweep:
-    t0 = time.monotonic()
+async def load(bucket: Bucket) -> tuple[list[Batch], list[Committed]]:
+    """Every record batch and every committed offset the broker keeps in ``bucket``."""
     batches: list[Batch] = []
     committed: list[Committed] = []
     for key, modified, size in await bucket.list("clusters/"):
@@ -291,6 +285,18 @@ async def sweep(
             continue
         cluster, group, topic, partition = where
         committed.append(Committed(group, cluster, topic, partition, max(offset, 0), modified))
+    return batches, committed
+
+
+async def sweep(
+    bucket: Bucket,
+    retention: timedelta,
+    *,
+    now: datetime | None = None,
+    group_expiry: timedelta = GROUP_EXPIRY,
+) -> Sweep:
+    t0 = time.monotonic()
+    batches, committed = await load(bucket)
     decided = plan(batches, committed, now or datetime.now(UTC), retention, group_expiry)
     keys = [b.key for b in decided.delete]
     failed = await bucket.delete(keys) if keys else 0
@@ -300,6 +306,40 @@ async def sweep(
         sum(b.size for b in decided.delete),
         failed,
         time.monotonic() - t0,
+    )
+
+
+@dataclass
+class Survey:
+    """What the broker holds, for ``omnihub doctor``."""
+
+    batches: int
+    partitions: int
+    largest: tuple[str, int, int] | None  # topic, partition, batches kept
+    behind: dict[str, int]  # live group → record batches not yet read, over its partitions
+
+
+def survey(
+    batches: list[Batch],
+    committed: list[Committed],
+    now: datetime,
+    group_expiry: timedelta = GROUP_EXPIRY,
+) -> Survey:
+    per: dict[Partition, list[int]] = defaultdict(list)
+    for b in batches:
+        per[b.where].append(b.base)
+    largest = max(per.items(), key=lambda kv: len(kv[1]), default=None)
+    behind: dict[str, int] = {}
+    for c in committed:
+        if now - c.modified > group_expiry:
+            continue
+        unread = sum(1 for base in per.get(c.where, ()) if base >= c.offset)
+        behind[c.group] = behind.get(c.group, 0) + unread
+    return Survey(
+        len(batches),
+        len(per),
+        None if largest is None else (largest[0][1], largest[0][2], len(largest[1])),
+        dict(sorted(behind.items())),
     )
 
 
@@ -330,4 +370,17 @@ async def run(
             await asyncio.sleep(interval)
 
 
-__all__ = ["Batch", "Bucket", "Committed", "Plan", "Sweep", "parse_batch", "plan", "run", "sweep"]
+__all__ = [
+    "Batch",
+    "Bucket",
+    "Committed",
+    "Plan",
+    "Survey",
+    "Sweep",
+    "load",
+    "parse_batch",
+    "plan",
+    "run",
+    "survey",
+    "sweep",
+]

@@ -377,6 +377,9 @@ def test_doctor_finds_everything_healthy(stack: Stack) -> None:
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "all good" in proc.stdout and "FAIL" not in proc.stdout
+    storage = [ln for ln in proc.stdout.splitlines() if "broker storage:" in ln]
+    assert len(storage) == 1 and storage[0].startswith("  ok    "), proc.stdout
+    assert "record batches in" in storage[0] and "omnihub-pipeline" in storage[0], storage[0]
 
 
 def test_doctor_says_what_is_missing_when_nothing_runs(tmp_path: Path) -> None:
@@ -385,7 +388,8 @@ def test_doctor_says_what_is_missing_when_nothing_runs(tmp_path: Path) -> None:
         argv += [flag, str(free_port())]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
-    assert proc.stdout.count("FAIL") == 4 and "hint: " in proc.stdout
+    assert proc.stdout.count("FAIL") == 5 and "hint: " in proc.stdout
+    assert "FAIL  broker storage:" in proc.stdout
 
 
 async def test_a_crashed_worker_is_restarted_and_nothing_is_lost(

@@ -132,3 +132,34 @@ async def test_the_loop_sweeps_and_reports_until_cancelled(broker: Stack, bucket
             await task
     assert lines and lines[0].startswith("broker retention: deleted 5 record batches")
     assert await bases(bucket, "loop") == [5]
+
+
+async def test_doctor_reports_batches_kept_and_warns_when_a_partition_holds_many(
+    broker: Stack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from hub import doctor
+    from hub.settings import Settings
+
+    await create_topic(broker.bootstrap, "doc", 1)
+    await produce(broker.bootstrap, "doc", [f"d{i}" for i in range(12)])
+    await commit_at(broker.bootstrap, "doc", "reader", 9)
+    settings = Settings(
+        data_dir=tmp_path,
+        s3_port=broker.s3_port,
+        kafka_port=broker.kafka_port,
+        worker_port=free_port(),
+        api_port=free_port(),
+    )
+
+    async def storage_line() -> str:
+        lines: list[str] = []
+        await doctor.run_doctor(settings, out=lines.append)
+        found = [ln for ln in "\n".join(lines).splitlines() if "broker storage:" in ln]
+        assert len(found) == 1, lines
+        return found[0]
+
+    line = await storage_line()
+    assert line.startswith("  ok    broker storage: 12 record batches in 1 partitions")
+    assert "(most: doc/0, 12)" in line and "unread batches: reader 3" in line
+    monkeypatch.setattr(doctor, "MANY_BATCHES", 10)
+    assert (await storage_line()).startswith("  warn  broker storage: 12 record batches")

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from hub.retention import Batch, Committed, parse_batch, parse_offset_key, plan
+from hub.retention import Batch, Committed, parse_batch, parse_offset_key, plan, survey
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -98,3 +98,17 @@ def test_partitions_and_topics_are_decided_separately() -> None:
 @pytest.mark.parametrize("offset", [0, 1])
 def test_nothing_is_deleted_before_its_group_reads_it(offset: int) -> None:
     assert deleted(batches("t", [1, 2, 3]), [group("a", "t", offset)]) == []
+
+
+def test_the_survey_counts_batches_and_what_each_live_group_has_not_read() -> None:
+    bs = batches("t", [0, 1, 2, 3]) + batches("t", [0, 1], partition=1) + batches("u", [0])
+    cs = [
+        group("w", "t", 2),  # 2 and 3 unread
+        group("w", "t", 2, p=1),  # all read
+        group("r", "u", 0),  # 0 unread
+        group("gone", "t", 0, age=timedelta(days=8)),  # expired: not listed
+    ]
+    s = survey(bs, cs, NOW)
+    assert (s.batches, s.partitions, s.largest) == (7, 3, ("t", 0, 4))
+    assert s.behind == {"r": 1, "w": 2}
+    assert survey([], [], NOW).largest is None
