@@ -35,7 +35,6 @@ from pathlib import Path
 import _stack  # before the rest: it moves bench/ to the end of sys.path
 import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from hub import retention
 from hub.embedded import BUCKET, find_tansu
@@ -165,12 +164,7 @@ async def measure(
     a: argparse.Namespace, pids: list[int], s3_port: int, kafka_port: int
 ) -> dict[str, object]:
     bootstrap = f"127.0.0.1:{kafka_port}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(TOPIC, 1, 1)])
-    finally:
-        await admin.close()
+    await _stack.create_topic(bootstrap, TOPIC, 1)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks="all")
     await producer.start()
     tp = TopicPartition(TOPIC, 0)

@@ -49,7 +49,6 @@ import _stack
 import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pymongo import AsyncMongoClient
 
 from pipeline import contract as c
@@ -179,12 +178,7 @@ async def watch_recorded(
 async def hop(kafka: str, wait_ms: int, samples: int = 40) -> list[float]:
     """Milliseconds from each send to the consumer holding the record (see hop_phase)."""
     topic = f"bench.hop.{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, 1, 1)])
-    finally:
-        await admin.close()
+    await _stack.create_topic(kafka, topic, 1)
     producer = AIOKafkaProducer(bootstrap_servers=kafka, acks="all", linger_ms=0)
     consumer = AIOKafkaConsumer(bootstrap_servers=kafka, group_id=None, fetch_max_wait_ms=wait_ms)
     await producer.start()

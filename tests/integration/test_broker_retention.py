@@ -5,7 +5,7 @@ goes on serving the partition (groups resume, new readers start at the oldest ba
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,9 +15,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from hub import retention
 from hub.retention import Bucket, parse_batch
-from tests.integration.test_s3_tansu import (
+from tests.integration.broker_support import (
     GROUP_TIMING,
-    SERVER,
     Stack,
     consume,
     create_topic,
@@ -30,19 +29,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Stack]:
-    s = Stack(tmp_path, tmp_path / "s3", SERVER, free_port(), free_port())
-    s.start()
-    try:
-        yield s
-    finally:
-        s.stop()
-
-
-@pytest.fixture
-async def bucket(broker: Stack) -> AsyncIterator[Bucket]:
+async def bucket(stack: Stack) -> AsyncIterator[Bucket]:
     async with aiohttp.ClientSession() as session:
-        yield Bucket(session, f"http://127.0.0.1:{broker.s3_port}", S3_BUCKET)
+        yield Bucket(session, f"http://127.0.0.1:{stack.s3_port}", S3_BUCKET)
 
 
 async def commit_at(bootstrap: str, topic: str, group: str, offset: int) -> None:
@@ -63,15 +52,13 @@ async def bases(bucket: Bucket, topic: str) -> list[int]:
     return sorted(b.base for b in found if b is not None and b.topic == topic)
 
 
-async def test_a_sweep_deletes_only_what_every_group_has_read(
-    broker: Stack, bucket: Bucket
-) -> None:
-    await create_topic(broker.bootstrap, "ret", 1)
+async def test_a_sweep_deletes_only_what_every_group_has_read(stack: Stack, bucket: Bucket) -> None:
+    await create_topic(stack.bootstrap, "ret", 1)
     sent = [f"r{i:02d}" for i in range(30)]
-    await produce(broker.bootstrap, "ret", sent)  # send_and_wait: one batch (object) each
+    await produce(stack.bootstrap, "ret", sent)  # send_and_wait: one batch (object) each
     assert await bases(bucket, "ret") == list(range(30))
-    await commit_at(broker.bootstrap, "ret", "fast", 20)
-    await commit_at(broker.bootstrap, "ret", "slow", 5)
+    await commit_at(stack.bootstrap, "ret", "fast", 20)
+    await commit_at(stack.bootstrap, "ret", "slow", 5)
 
     # nothing is old enough yet
     done = await retention.sweep(bucket, timedelta(hours=1))
@@ -83,7 +70,7 @@ async def test_a_sweep_deletes_only_what_every_group_has_read(
     assert await bases(bucket, "ret") == list(range(5, 30))
     assert "'slow' (committed 5)" in done.summary()
 
-    await commit_at(broker.bootstrap, "ret", "slow", 25)
+    await commit_at(stack.bootstrap, "ret", "slow", 25)
     done = await retention.sweep(bucket, timedelta(0))
     assert done.deleted == 15
     assert done.plan.held == {("tansu_cluster", "ret", 0): ("fast", 20, 9)}  # 20-28: unread
@@ -91,29 +78,29 @@ async def test_a_sweep_deletes_only_what_every_group_has_read(
 
     # tansu serves the trimmed partition: the group resumes where it was, later records
     # arrive, and a reader from the earliest offset starts at the oldest batch kept
-    await produce(broker.bootstrap, "ret", ["r30"])
-    resumed = await consume(broker.bootstrap, "ret", 11, group="fast", commit=True, linger=1)
+    await produce(stack.bootstrap, "ret", ["r30"])
+    resumed = await consume(stack.bootstrap, "ret", 11, group="fast", commit=True, linger=1)
     assert values(resumed) == [*sent[20:], "r30"]
-    fresh = await consume(broker.bootstrap, "ret", 11, linger=1)
+    fresh = await consume(stack.bootstrap, "ret", 11, linger=1)
     assert values(fresh) == [*sent[20:], "r30"]
     assert [r.offset for r in sorted(fresh, key=lambda r: r.offset)] == list(range(20, 31))
 
     # a topic no group reads is left alone
-    await create_topic(broker.bootstrap, "unread", 1)
-    await produce(broker.bootstrap, "unread", ["u0", "u1", "u2"])
+    await create_topic(stack.bootstrap, "unread", 1)
+    await produce(stack.bootstrap, "unread", ["u0", "u1", "u2"])
     done = await retention.sweep(bucket, timedelta(0))
     assert await bases(bucket, "unread") == [0, 1, 2]
     assert ("tansu_cluster", "unread", 0) in done.plan.unread
 
 
-async def test_the_loop_sweeps_and_reports_until_cancelled(broker: Stack, bucket: Bucket) -> None:
-    await create_topic(broker.bootstrap, "loop", 1)
-    await produce(broker.bootstrap, "loop", [f"l{i}" for i in range(6)])
-    await commit_at(broker.bootstrap, "loop", "g", 6)
+async def test_the_loop_sweeps_and_reports_until_cancelled(stack: Stack, bucket: Bucket) -> None:
+    await create_topic(stack.bootstrap, "loop", 1)
+    await produce(stack.bootstrap, "loop", [f"l{i}" for i in range(6)])
+    await commit_at(stack.bootstrap, "loop", "g", 6)
     lines: list[str] = []
     task = asyncio.create_task(
         retention.run(
-            f"http://127.0.0.1:{broker.s3_port}",
+            f"http://127.0.0.1:{stack.s3_port}",
             S3_BUCKET,
             timedelta(0),
             0.2,
@@ -135,18 +122,18 @@ async def test_the_loop_sweeps_and_reports_until_cancelled(broker: Stack, bucket
 
 
 async def test_doctor_reports_batches_kept_and_warns_when_a_partition_holds_many(
-    broker: Stack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from hub import doctor
     from hub.settings import Settings
 
-    await create_topic(broker.bootstrap, "doc", 1)
-    await produce(broker.bootstrap, "doc", [f"d{i}" for i in range(12)])
-    await commit_at(broker.bootstrap, "doc", "reader", 9)
+    await create_topic(stack.bootstrap, "doc", 1)
+    await produce(stack.bootstrap, "doc", [f"d{i}" for i in range(12)])
+    await commit_at(stack.bootstrap, "doc", "reader", 9)
     settings = Settings(
         data_dir=tmp_path,
-        s3_port=broker.s3_port,
-        kafka_port=broker.kafka_port,
+        s3_port=stack.s3_port,
+        kafka_port=stack.kafka_port,
         worker_port=free_port(),
         api_port=free_port(),
     )

@@ -121,9 +121,12 @@ async def test_two_routers_flipping_agents_2000_conversations(store: Any) -> Non
         nonlocal worst_idle
         while not stop.is_set():
             await asyncio.sleep(0.5)
-            if await store.conversations.find_one(
-                {"active": True, "assignee": None, "offer_id": None}, {"_id": 1}
-            ) is None:
+            if (
+                await store.conversations.find_one(
+                    {"active": True, "assignee": None, "offer_id": None}, {"_id": 1}
+                )
+                is None
+            ):
                 continue
             now = c.utcnow()
             async for a in store.agents.find(
@@ -132,9 +135,16 @@ async def test_two_routers_flipping_agents_2000_conversations(store: Any) -> Non
                 since = max(a.get("last_offered_at") or a["seen_at"], a["seen_at"], started)
                 idle = (now - since).total_seconds()
                 if idle > 4 and os.environ.get("DEBUG_STUCK"):
-                    print("IDLE", a["_id"], round(idle, 1), a["holds"]["api"],
-                          [(r._draining, r._drain_again, len(r._background),
-                            len(r._queue or [])) for r in routers])
+                    print(
+                        "IDLE",
+                        a["_id"],
+                        round(idle, 1),
+                        a["holds"]["api"],
+                        [
+                            (r._draining, r._drain_again, len(r._background), len(r._queue or []))
+                            for r in routers
+                        ],
+                    )
                 worst_idle = max(worst_idle, idle)
 
     # how long each router's passes over the queue take: a freed unit waits at most for the
