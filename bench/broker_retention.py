@@ -37,7 +37,7 @@ import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from hub import retention
-from hub.embedded import BUCKET, find_tansu
+from hub.embedded import BUCKET, find_tansu, tansu_s3
 
 TOPIC = "bench.retention"
 
@@ -113,29 +113,8 @@ def start_broker(tmp: Path) -> tuple[list[subprocess.Popen[bytes]], int, int]:
         wait_http(f"http://127.0.0.1:{s3_port}/healthz")
         req = urllib.request.Request(f"http://127.0.0.1:{s3_port}/{BUCKET}", method="PUT")
         urllib.request.urlopen(req, timeout=10).close()
-        url = f"tcp://127.0.0.1:{kafka_port}"
-        procs.append(
-            spawn(
-                [
-                    str(find_tansu()),
-                    "broker",
-                    "--listener-url",
-                    url,
-                    "--advertised-listener-url",
-                    url,
-                    "--storage-engine",
-                    f"s3://{BUCKET}/",
-                ],
-                tmp / "tansu.log",
-                {
-                    "AWS_ENDPOINT": f"http://127.0.0.1:{s3_port}",
-                    "AWS_ALLOW_HTTP": "true",
-                    "AWS_ACCESS_KEY_ID": "x",
-                    "AWS_SECRET_ACCESS_KEY": "x",
-                    "AWS_DEFAULT_REGION": "us-east-1",
-                },
-            )
-        )
+        argv, env = tansu_s3(find_tansu(), "127.0.0.1", kafka_port, f"http://127.0.0.1:{s3_port}")
+        procs.append(spawn(argv, tmp / "tansu.log", env))
         end = time.monotonic() + 30
         while True:
             with (

@@ -53,6 +53,32 @@ def find_tansu() -> Path:
     return path
 
 
+def tansu_s3(
+    tansu: Path, host: str, port: int, s3_endpoint: str
+) -> tuple[list[str], dict[str, str]]:
+    """Command line and environment of tansu keeping its data in the bucket BUCKET of the S3
+    server at s3_endpoint (durable storage; see hub/s3.py)."""
+    argv = [
+        str(tansu),
+        "broker",
+        "--listener-url",
+        f"tcp://{host}:{port}",
+        "--advertised-listener-url",
+        f"tcp://{host}:{port}",
+        "--storage-engine",
+        f"s3://{BUCKET}/",
+    ]
+    env = {
+        "AWS_ENDPOINT": s3_endpoint,
+        "AWS_ALLOW_HTTP": "true",
+        "AWS_ACCESS_KEY_ID": "omnihub",
+        "AWS_SECRET_ACCESS_KEY": "omnihub",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+    }
+    return argv, env
+
+
 def find_script(name: str, package: str) -> Path:
     beside = Path(sys.executable).parent / name
     if beside.is_file():
@@ -212,28 +238,13 @@ class EmbeddedStack:
                 ),
             )
             endpoint = f"http://{s.host}:{s.s3_port}"
+            argv, env = tansu_s3(bins["tansu"], s.host, s.kafka_port, endpoint)
             await self._step(
                 "kafka",
                 ChildSpec(
                     name="tansu",
-                    argv=[
-                        str(bins["tansu"]),
-                        "broker",
-                        "--listener-url",
-                        f"tcp://{s.host}:{s.kafka_port}",
-                        "--advertised-listener-url",
-                        f"tcp://{s.host}:{s.kafka_port}",
-                        "--storage-engine",
-                        f"s3://{BUCKET}/",
-                    ],
-                    env={
-                        "AWS_ENDPOINT": endpoint,
-                        "AWS_ALLOW_HTTP": "true",
-                        "AWS_ACCESS_KEY_ID": "omnihub",
-                        "AWS_SECRET_ACCESS_KEY": "omnihub",
-                        "AWS_DEFAULT_REGION": "us-east-1",
-                        "AWS_REGION": "us-east-1",
-                    },
+                    argv=argv,
+                    env=env,
                     ready=tcp_probe(s.host, s.kafka_port),
                     stop_group=1,
                 ),
@@ -356,7 +367,7 @@ class EmbeddedStack:
         finally:
             await store.close()
 
-    def retention(self) -> asyncio.Task[None] | None:
+    def start_retention(self) -> asyncio.Task[None] | None:
         """The embedded broker's retention sweeps (hub/retention.py), if it is ours and on."""
         s = self.settings
         if not s.embedded_kafka or s.broker_retention_hours <= 0:
@@ -441,7 +452,7 @@ async def run_up(settings: Settings, out: Callable[[str], None] = print) -> int:
             if starting in done:
                 stack.banner(starting.result())
                 sys.stdout.flush()
-                keeper = stack.retention()
+                keeper = stack.start_retention()
                 try:
                     await waiter
                 finally:

@@ -118,6 +118,13 @@ def parse_offset_key(key: str) -> tuple[str, str, str, int] | None:
     return parts[1], "/".join(parts[4:-4]), parts[-3], partition
 
 
+def live(
+    committed: Iterable[Committed], now: datetime, group_expiry: timedelta = GROUP_EXPIRY
+) -> Iterator[Committed]:
+    """The offsets of groups that committed within ``group_expiry`` (Kafka drops the others)."""
+    return (c for c in committed if now - c.modified <= group_expiry)
+
+
 @dataclass
 class Plan:
     delete: list[Batch] = field(default_factory=list)
@@ -139,9 +146,7 @@ def plan(
     for b in batches:
         by_partition[b.where].append(b)
     floors: dict[Partition, Committed] = {}
-    for c in committed:
-        if now - c.modified > group_expiry:
-            continue  # a group gone for longer than Kafka keeps its offsets
+    for c in live(committed, now, group_expiry):
         if c.where not in floors or c.offset < floors[c.where].offset:
             floors[c.where] = c
     out = Plan()
@@ -330,9 +335,7 @@ def survey(
         per[b.where].append(b.base)
     largest = max(per.items(), key=lambda kv: len(kv[1]), default=None)
     behind: dict[str, int] = {}
-    for c in committed:
-        if now - c.modified > group_expiry:
-            continue
+    for c in live(committed, now, group_expiry):
         unread = sum(1 for base in per.get(c.where, ()) if base >= c.offset)
         behind[c.group] = behind.get(c.group, 0) + unread
     return Survey(

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from hub.embedded import find_script, find_tansu
+from hub.embedded import find_script, find_tansu, tansu_s3
 from hub.supervisor import tail
 
 
@@ -147,28 +147,8 @@ def start_s3(
 def start_tansu_s3(workdir: Path, s3_port: int, *, port: int | None = None) -> Peer:
     """tansu with durable storage on the S3 server at s3_port (as `omnihub up` runs it)."""
     port = port or free_port()
-    return start_peer(
-        "tansu-s3",
-        [
-            str(find_tansu()),
-            "broker",
-            "--listener-url",
-            f"tcp://127.0.0.1:{port}",
-            "--advertised-listener-url",
-            f"tcp://127.0.0.1:{port}",
-            "--storage-engine",
-            f"s3://{S3_BUCKET}/",
-        ],
-        port,
-        workdir / "tansu-s3.log",
-        env={
-            "AWS_ENDPOINT": f"http://127.0.0.1:{s3_port}",
-            "AWS_ALLOW_HTTP": "true",
-            "AWS_ACCESS_KEY_ID": "omnihub",
-            "AWS_SECRET_ACCESS_KEY": "omnihub",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        },
-    )
+    argv, env = tansu_s3(find_tansu(), "127.0.0.1", port, f"http://127.0.0.1:{s3_port}")
+    return start_peer("tansu-s3", argv, port, workdir / "tansu-s3.log", env=env)
 
 
 def start_secantus(workdir: Path) -> Peer:
