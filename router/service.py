@@ -155,6 +155,7 @@ class Router:
         self._draining = False
         self._drain_again = False
         self._gate = asyncio.Semaphore(PARALLEL)
+        self._deciding = asyncio.Lock()  # one routing pass at a time (see _route_docs)
         self._queue: list[Doc] | None = None
         # customer and first words read while classifying, for the offer that follows
         self._seen: dict[str, tuple[Doc | None, str | None]] = {}
@@ -257,19 +258,38 @@ class Router:
                 typing.append(event.data)
             if event.type in CHANGE_TYPES and event.data.conversation_id:
                 changed.append(event.data.conversation_id)
-        if to_route:
+        # Pushes about conversations this batch does not route go out at once: an agent's
+        # follow-up must not wait for other customers' conversations to be placed (under
+        # load a routing pass takes a second). What concerns a conversation being routed is
+        # pushed after its pass, so the agent just offered it hears of it too.
+        routed = set(to_route)
+        later = [r for r in recorded if r.conversation_id in routed]
+        at_once = [r for r in recorded if r.conversation_id not in routed]
+
+        async def route_then_push() -> None:
             # the new ones first: older waiting ones exist only while nobody with room can
             # take them, and the drain after covers those
             await self.route_many(to_route)
             self.spawn(self.drain())
-        if self.sockets.connected():
-            if recorded:
-                await self._push_messages(recorded)
-            if statuses:
-                await self._push_statuses(statuses)
-            if typing:
-                await self._push_typing(typing)
-            await self.announce(changed)
+            await self._push(later, [], [], [k for k in changed if k in routed])
+
+        await asyncio.gather(
+            route_then_push() if to_route else asyncio.sleep(0),
+            self._push(at_once, statuses, typing, [k for k in changed if k not in routed]),
+        )
+
+    async def _push(
+        self, recorded: list[Any], statuses: list[Any], typing: list[c.Typing], changed: list[str]
+    ) -> None:
+        if not self.sockets.connected():
+            return
+        if recorded:
+            await self._push_messages(recorded)
+        if statuses:
+            await self._push_statuses(statuses)
+        if typing:
+            await self._push_typing(typing)
+        await self.announce(changed)
 
     async def announce(self, conversation_ids: Iterable[str]) -> None:
         """Tell the connected agents who may list these conversations that they changed
@@ -490,7 +510,28 @@ class Router:
         *,
         fresh: bool = False,
     ) -> list[Doc]:
-        """Decide and offer; ``fresh`` docs were just read (no need to read them again)."""
+        """Decide and offer; ``fresh`` docs were just read (no need to read them again).
+
+        One pass at a time in this process: a new conversation's pass and a drain running
+        together would plan the same conversations and the same agents' room, and the loser
+        of each claim would pay for a hold, an offer, its cancel and the release (a third of
+        the router's writes at 20 new conversations/s). Routers in other processes are kept
+        apart by the claims' guards. What a waiting pass read may have changed meanwhile:
+        it reads it again."""
+        waited = self._deciding.locked()
+        async with self._deciding:
+            if waited:
+                return await self._decide(docs, exclude)
+            return await self._decide(docs, exclude, pool, fresh=fresh)
+
+    async def _decide(
+        self,
+        docs: list[Doc],
+        exclude: Sequence[str] = (),
+        pool: list[Doc] | None = None,
+        *,
+        fresh: bool = False,
+    ) -> list[Doc]:
         made: list[Doc] = []
         window = timedelta(seconds=self.config.sticky_window)
         # classified even when nobody has room: queue order and SLA clocks depend on it

@@ -5,6 +5,7 @@ who may see the conversation."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -205,6 +206,50 @@ def _recorded(conv_id: str, customer_id: str) -> bytes:
         message=message,
     )
     return c.envelope(c.INTERACTION_RECORDED, data, id="e-" + conv_id, source="/t").to_json()
+
+
+async def test_a_follow_up_reaches_its_agent_while_other_conversations_are_being_routed(
+    store: Any,
+) -> None:
+    """Routing a batch's new conversations (a second under load) does not hold back pushes
+    about conversations agents already have; the new conversation's own message is pushed
+    after its pass, to the agent it was offered to."""
+    router = Router(store, Recorder())
+    owner, other = FakeSocket(), FakeSocket()
+    router.sockets.add("owner", "agent", owner)
+    router.sockets.add("a2", "agent", other)
+    await add_agent(store, "a2", capacity={"api": 5})
+    await add_conversation(store, "k", assignee="owner", state="assigned")
+    await add_conversation(store, "n")
+    opened = c.ConversationOpened(
+        conversation_id="n", customer_id="cust-n", channel="api", account="api", thread="n",
+        opened_at=c.utcnow(), first_interaction_id="i-n",
+    )
+    gate = asyncio.Event()
+    route_many = router.route_many
+
+    async def slow(ids: Any, exclude: Any = ()) -> Any:
+        await gate.wait()
+        return await route_many(ids, exclude)
+
+    router.route_many = slow  # type: ignore[method-assign]
+    batch = [
+        c.envelope(c.CONVERSATION_OPENED, opened, id="o-n", source="/t").to_json(),
+        _recorded("k", "cust-k"),
+        _recorded("n", "cust-n"),
+    ]
+    task = asyncio.create_task(router.on_events(batch))
+    for _ in range(100):
+        if owner.of("message"):
+            break
+        await asyncio.sleep(0.05)
+    assert [m["conversation_id"] for m in owner.of("message")] == ["k"]
+    assert not task.done() and other.sent == []
+    gate.set()
+    await task
+    assert [m["offer"]["conversation_id"] for m in other.of("offer")] == ["n"]
+    assert [m["conversation_id"] for m in other.of("message")] == ["n"]
+    await router.idle()
 
 
 async def test_changes_reach_the_lists_of_exactly_those_who_may_see_them(store: Any) -> None:

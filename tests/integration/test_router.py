@@ -338,6 +338,27 @@ async def test_two_routers_racing_never_double_offer_or_double_assign(store) -> 
     assert loads == [12] * 5
 
 
+async def test_one_router_decides_one_pass_at_a_time(store) -> None:
+    """New conversations routed while drains run (freed room, agents coming online) are each
+    planned by one pass: no offer is made only to lose its claim and be cancelled."""
+    router = Router(store, Recorder())
+    for a in range(4):
+        await add_agent(store, f"a{a}", capacity={"api": 10})
+    convs = [f"k{n}" for n in range(40)]
+    for k in convs:
+        await add_conversation(store, k)
+    batches = [convs[i : i + 10] for i in range(0, 40, 10)]
+    passes = [step for b in batches for step in (router.route_many(b), router.drain())]
+    await asyncio.gather(*passes)
+    await router.idle()
+    states = [d["state"] async for d in store.offers.find({})]
+    assert states == ["pending"] * 40  # one offer each, none cancelled
+    conv = {d["_id"]: d async for d in store.conversations.find({})}
+    assert all(conv[k]["offer_id"] for k in convs)
+    loads = [sum(agents_repo.load_of(d).values()) async for d in store.agents.find({})]
+    assert sum(loads) == 40 and max(loads) <= 10
+
+
 async def test_a_pass_offers_in_one_go_and_undoes_what_it_lost(store) -> None:
     """make_offers, the batch behind every drain pass: what it won is offered and pushed in
     order; a conversation claimed meanwhile costs it the offer (cancelled) and the unit (given
