@@ -15,7 +15,8 @@ Phases, one run:
      new customer); offer latency = offer frame received on an agent's socket − the first
      message's 202; follow-ups are timed to their `message` push on the assigned agent's
      socket. Agents accept at once and resolve after the conversation ends, so capacity frees
-     and the queue keeps moving;
+     and the queue keeps moving. The CPU each process of the stack used while the messages
+     were posted is printed beside;
   4. service: a Router in this process, on a scratch database of the same MongoDB server,
      drains N waiting conversations to agents with room: decisions per second, end to end
      (classification, reservation, offer, claim);
@@ -219,7 +220,7 @@ async def hop_phase(kafka: str) -> dict[str, Any]:
 
 
 async def latency_phase(
-    a: argparse.Namespace, api: str, system: str, kafka: str | None
+    a: argparse.Namespace, api: str, system: str, kafka: str | None, pids: list[int]
 ) -> dict[str, Any]:
     run = uuid.uuid4().hex[:8]
     recorded: dict[tuple[int, int], float] = {}
@@ -321,6 +322,8 @@ async def latency_phase(
                 else:
                     fail(f"post {r.status}")
 
+        meter = _stack.CpuMeter([*pids, os.getpid()])
+        meter.start()
         t0 = time.monotonic()
         posts = []
         for at, cid, j in plan:
@@ -330,6 +333,7 @@ async def latency_phase(
             posts.append(asyncio.create_task(post(cid, j)))
         await asyncio.gather(*posts)
         sent_s = time.monotonic() - t0
+        cpu = meter.stop()  # while the messages come in (what the latencies above met)
         firsts = {cid for cid, j in posted if j == 0}
         deadline = time.monotonic() + a.drain
         while len(offered.keys() & firsts) < len(firsts) and time.monotonic() < deadline:  # noqa: ASYNC110
@@ -363,6 +367,7 @@ async def latency_phase(
         "message_push_p99_ms": pct(follow, 99),
         "message_pushed": len(follow),
         "failures": failures,
+        "cpu_posting": {k: round(v, 1) for k, v in cpu.items()},
     }
 
 
@@ -473,7 +478,8 @@ async def run(a: argparse.Namespace) -> int:
         if a.kafka:
             log("broker: one produce → consume hop, 40 times per fetch wait, idle stack …")
             res.update(await hop_phase(a.kafka))
-        res.update(await latency_phase(a, a.api, system, a.kafka))
+        res.update(await latency_phase(a, a.api, system, a.kafka,
+                                       stack.pids() if stack is not None else []))
         log(f"service: routing {a.conversations} waiting conversations in-process …")
         res.update(await service_phase(a.mongo, a.conversations, a.agents))
     finally:
@@ -501,6 +507,8 @@ async def run(a: argparse.Namespace) -> int:
         f"  message push        follow-ups on the agent's socket: p50 "
         f"{fmt(res['message_push_p50_ms'])} ms · p99 {fmt(res['message_push_p99_ms'])} ms "
         f"({res['message_pushed']} pushed)\n"
+        f"  CPU while posting   (% of one core; {res['cpus']} cores) " + ", ".join(
+            f"{k} {v:.0f}" for k, v in res["cpu_posting"].items()) + "\n"
         f"  service             {fmt(res['service_decisions_per_s'])} decisions/s end to end; "
         f"store limit for its {res['writes_per_decision']} writes "
         f"{fmt(res['store_limit_decisions_per_s'])}/s → ratio "
