@@ -521,16 +521,11 @@ class Router:
         waited = self._deciding.locked()
         async with self._deciding:
             if waited:
-                return await self._decide(docs, exclude)
-            return await self._decide(docs, exclude, pool, fresh=fresh)
+                pool, fresh = None, False
+            return await self._decide(docs, exclude, pool, fresh)
 
     async def _decide(
-        self,
-        docs: list[Doc],
-        exclude: Sequence[str] = (),
-        pool: list[Doc] | None = None,
-        *,
-        fresh: bool = False,
+        self, docs: list[Doc], exclude: Sequence[str], pool: list[Doc] | None, fresh: bool
     ) -> list[Doc]:
         made: list[Doc] = []
         window = timedelta(seconds=self.config.sticky_window)
