@@ -169,18 +169,6 @@ class CpuMeter:
         return pct
 
 
-async def create_topic(bootstrap: str, name: str, partitions: int) -> None:
-    """A fresh topic for a bench's own measurement (tansu auto-creates with 4 partitions)."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, partitions, 1)])
-    finally:
-        await admin.close()
-
-
 # ---------------------------------------------------------------------------- omnihub up
 @dataclass
 class EmbeddedStack:

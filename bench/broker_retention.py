@@ -37,6 +37,7 @@ import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from hub import retention
+from hub.bootstrap import create_topic
 from hub.embedded import BUCKET, find_tansu, tansu_s3
 
 TOPIC = "bench.retention"
@@ -143,7 +144,7 @@ async def measure(
     a: argparse.Namespace, pids: list[int], s3_port: int, kafka_port: int
 ) -> dict[str, object]:
     bootstrap = f"127.0.0.1:{kafka_port}"
-    await _stack.create_topic(bootstrap, TOPIC, 1)
+    await create_topic(bootstrap, TOPIC, 1)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks="all")
     await producer.start()
     tp = TopicPartition(TOPIC, 0)

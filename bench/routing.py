@@ -52,6 +52,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pymongo import AsyncMongoClient
 
+from hub.bootstrap import create_topic
 from pipeline import contract as c
 from pipeline import topics
 from router import policy
@@ -179,7 +180,7 @@ async def watch_recorded(
 async def hop(kafka: str, wait_ms: int, samples: int = 40) -> list[float]:
     """Milliseconds from each send to the consumer holding the record (see hop_phase)."""
     topic = f"bench.hop.{uuid.uuid4().hex[:8]}"
-    await _stack.create_topic(kafka, topic, 1)
+    await create_topic(kafka, topic, 1)
     producer = AIOKafkaProducer(bootstrap_servers=kafka, acks="all", linger_ms=0)
     consumer = AIOKafkaConsumer(bootstrap_servers=kafka, group_id=None, fetch_max_wait_ms=wait_ms)
     await producer.start()

@@ -61,6 +61,16 @@ async def create_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
         await admin.close()
 
 
+async def create_topic(bootstrap: str, name: str, partitions: int) -> None:
+    """One topic outside omnihub's own (a test's or a benchmark's), replication factor 1."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, partitions, 1)])
+    finally:
+        await admin.close()
+
+
 async def init(settings: Settings, timeout: float = 30.0) -> list[str]:
     created = await create_topics(settings, timeout)
     store = connect(settings.mongo_url, settings.mongo_db)

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import ConsumerRecord
 
 from tests.peers import Peer, free_port, start_s3, start_tansu_s3
@@ -63,15 +62,6 @@ def running_stack(tmp_path: Path) -> Iterator[Stack]:
         yield s
     finally:
         s.stop()
-
-
-async def create_topic(bootstrap: str, name: str, partitions: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, partitions, 1)])
-    finally:
-        await admin.close()
 
 
 async def produce(bootstrap: str, topic: str, values: list[str]) -> None:

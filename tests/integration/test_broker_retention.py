@@ -14,12 +14,12 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from hub import retention
+from hub.bootstrap import create_topic
 from hub.retention import Bucket, parse_batch
 from tests.integration.broker_support import (
     GROUP_TIMING,
     Stack,
     consume,
-    create_topic,
     produce,
     values,
 )

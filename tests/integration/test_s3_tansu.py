@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from hub.bootstrap import create_topic
 from tests.integration.broker_support import (
     Stack,
     consume,
-    create_topic,
     produce,
     values,
 )
