@@ -340,6 +340,8 @@ async def worker_metrics(url: str | None) -> dict[str, float]:
         batch = name.startswith(("omnihub_ingest_batch_seconds_", "omnihub_ingest_batch_size_"))
         if (batch and name.endswith(("_sum", "_count"))) or name == STORED + '{outcome="stored"}':
             out[name.partition("{")[0]] = float(value)
+        elif name == 'omnihub_ingest_stage_seconds_sum{stage="write"}':
+            out["write_seconds_sum"] = float(value)
     return out
 
 
@@ -369,8 +371,10 @@ class WorkerProgress:
         if not count:
             return {"batches": 0, "stored": self.delta(STORED)} if self.url else {}
         busy = self.delta("omnihub_ingest_batch_seconds_sum")
+        wall = time.monotonic() - self.t0
         return {"batches": count, "size": self.delta("omnihub_ingest_batch_size_sum") / count,
-                "seconds": busy / count, "busy": busy / (time.monotonic() - self.t0),
+                "seconds": busy / count, "busy": busy / wall,
+                "writing": self.delta("write_seconds_sum") / wall,
                 "stored": self.delta(STORED)}
 
 
@@ -618,7 +622,8 @@ def report(a: argparse.Namespace, res: Result) -> dict[str, Any]:
             out.append(f"              worker during {phase}: {b['batches']:.0f} batches of "
                        f"{b['size']:.0f} msgs, {b['seconds'] * 1000:,.0f} ms each from read to "
                        f"events acked, in flight {b['busy']:.0%} of the time (>100 %: the "
-                       f"next batch is written while one's events are sent)")
+                       f"next batch is written while one's events are sent), writing to the "
+                       f"store {b.get('writing', 0):.0%}")
     for phase, cpu in res.cpu.items():
         out.append(f"              CPU during {phase} (% of one core; {os.cpu_count()} cores): "
                    + ", ".join(f"{k} {p:.0f}" for k, p in cpu.items() if p >= 0.5))
