@@ -956,8 +956,7 @@ class Router:
     async def set_presence(self, agent_id: str, status: str) -> None:
         """online / away / offline. Leaving online passes pending offers on; coming online
         pulls waiting conversations."""
-        before = await agents.set_status(self.store, agent_id, status, c.utcnow())
-        if before is None:
+        if not await agents.set_status(self.store, agent_id, status, c.utcnow()):
             raise RoutingError(404, "not_found", "agent not found")
         if status == "online":
             self.spawn(self.drain())

@@ -13,7 +13,7 @@ from typing import Any
 
 from pymongo import DESCENDING, UpdateOne
 
-from store.mongo import Doc, Store, find_in, insert_new
+from store.mongo import Doc, Store, find_in, guarded_update, insert_new
 
 Key = tuple[str, str, str]  # customer_id, channel, thread
 
@@ -111,17 +111,9 @@ async def with_activity(store: Store, docs: Sequence[Doc]) -> list[Doc]:
 
 
 async def _guarded(store: Store, query: Doc, update: Doc, *, fetch: bool = True) -> Doc | None:
-    """Apply ``update`` if ``query`` (the guard) matches; the document after, or None.
-
-    update_one + find_one rather than find_one_and_update: the guard is what makes it atomic,
-    and SecantusDB's findAndModify slows down with the collection's size (update_one does not).
-    """
-    res = await store.conversations.update_one(query, update)
-    if res.matched_count == 0:
-        return None
-    if not fetch:
-        return {"_id": query["_id"]}
-    return await store.conversations.find_one({"_id": query["_id"]})
+    """Apply ``update`` if ``query`` (the guard) matches; the document after, or None (see
+    :func:`store.mongo.guarded_update`)."""
+    return await guarded_update(store.conversations, query, update, fetch=fetch)
 
 
 async def get(store: Store, conversation_id: str) -> Doc | None:

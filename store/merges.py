@@ -20,11 +20,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from pymongo import ReturnDocument, UpdateOne
+from pymongo import UpdateOne
 from pymongo.errors import ConnectionFailure, DuplicateKeyError
 
 from pipeline.contract import deterministic_id
-from store.mongo import Doc, Store, find_in
+from store.mongo import Doc, Store, find_in, guarded_update
 
 log = logging.getLogger("omnihub.merges")
 
@@ -286,10 +286,10 @@ async def unmerge(store: Store, merge_id: str, now: datetime, *, by: str | None 
             f"the surviving customer was merged again since (merge {later['_id']}); "
             "unmerge that one first",
         )
-    entry = await store.merges.find_one_and_update(
+    entry = await guarded_update(
+        store.merges,
         {"_id": merge_id, "state": "done"},
         {"$set": {"state": "undoing", "undo_by": by, "undo_started_at": now}},
-        return_document=ReturnDocument.AFTER,
     ) or await store.merges.find_one({"_id": merge_id})
     assert entry is not None
     if entry["state"] == "undoing":

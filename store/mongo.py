@@ -178,6 +178,31 @@ async def insert_new(coll: AsyncCollection[Doc], docs: Sequence[Doc]) -> list[in
     return []
 
 
+async def guarded_update(
+    coll: AsyncCollection[Doc],
+    query: Doc,
+    update: Doc,
+    *,
+    projection: Doc | None = None,
+    fetch: bool = True,
+) -> Doc | None:
+    """Apply ``update`` to the document ``query`` matches; it after the update, or None if the
+    guard did not match. ``query`` names the document's ``_id``.
+
+    update_one + find_one by ``_id`` rather than find_one_and_update: the guard in the filter
+    is what makes the change atomic, and SecantusDB's findAndModify scans the whole
+    collection (measured: 4 ms of its CPU among 50 agents, 26 ms among 1,000; update_one
+    2-3 ms at both). The document is read just after the update, so it may also show a later
+    writer's change. ``fetch=False`` skips the read: ``{"_id": …}`` stands for the document.
+    """
+    res = await coll.update_one(query, update)
+    if res.matched_count == 0:
+        return None
+    if not fetch:
+        return {"_id": query["_id"]}
+    return await coll.find_one({"_id": query["_id"]}, projection)
+
+
 IN_CHUNK = 32
 """values per ``$in`` query issued by :func:`find_in`"""
 IN_PARALLEL = 8

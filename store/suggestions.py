@@ -6,10 +6,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from pymongo import ReturnDocument, UpdateOne
+from pymongo import UpdateOne
 
 from pipeline.contract import deterministic_id
-from store.mongo import Doc, Store
+from store.mongo import Doc, Store, guarded_update
 
 
 def suggestion_id(kind: str, customers: Sequence[str], identifier: str) -> str:
@@ -66,6 +66,4 @@ async def decide(
 ) -> Doc | None:
     """open → confirmed/rejected; None if it was decided already."""
     update: dict[str, Any] = {"$set": {"state": state, "decided_by": by, "decided_at": now}}
-    return await store.suggestions.find_one_and_update(
-        {"_id": suggestion_id_, "state": "open"}, update, return_document=ReturnDocument.AFTER
-    )
+    return await guarded_update(store.suggestions, {"_id": suggestion_id_, "state": "open"}, update)

@@ -8,9 +8,7 @@ import secrets
 import uuid
 from datetime import datetime, timedelta
 
-from pymongo import ReturnDocument
-
-from store.mongo import Doc, Store
+from store.mongo import Doc, Store, guarded_update
 
 MAX_ATTEMPTS = 5
 
@@ -44,10 +42,8 @@ async def check(
 ) -> tuple[str, Doc | None]:
     """Returns (outcome, doc): outcome is confirmed | wrong_code | expired | exhausted |
     not_found | already_confirmed."""
-    doc = await store.verifications.find_one_and_update(
-        {"_id": verification_id, "state": "pending"},
-        {"$inc": {"attempts": 1}},
-        return_document=ReturnDocument.AFTER,
+    doc = await guarded_update(
+        store.verifications, {"_id": verification_id, "state": "pending"}, {"$inc": {"attempts": 1}}
     )
     if doc is None:
         other = await store.verifications.find_one({"_id": verification_id})
@@ -62,9 +58,9 @@ async def check(
         return "exhausted", doc
     if not hmac.compare_digest(doc["code_hash"], _digest(verification_id, code.strip())):
         return "wrong_code", doc
-    confirmed = await store.verifications.find_one_and_update(
+    confirmed = await guarded_update(
+        store.verifications,
         {"_id": doc["_id"], "state": "pending"},
         {"$set": {"state": "confirmed", "confirmed_at": now}},
-        return_document=ReturnDocument.AFTER,
     )
     return ("confirmed", confirmed) if confirmed else ("already_confirmed", doc)
