@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from store.mongo import Doc, Store, find_in
+from store.mongo import Doc, Store, find_in, guarded_update
 
 
 async def create(store: Store, doc: Doc) -> None:
@@ -62,11 +62,9 @@ async def transition(
         query["agent_id"] = agent_id
     if unexpired:
         query["expires_at"] = {"$gt": now}
-    # update_one + find_one: the guard is the atomic part (see store/conversations._guarded)
-    res = await store.offers.update_one(query, {"$set": {"state": to, "closed_at": now}})
-    if res.matched_count == 0:
-        return None
-    return await store.offers.find_one({"_id": offer_id}) if fetch else {"_id": offer_id}
+    return await guarded_update(
+        store.offers, query, {"$set": {"state": to, "closed_at": now}}, fetch=fetch
+    )
 
 
 async def expired(store: Store, now: datetime, limit: int = 200) -> list[Doc]:
