@@ -68,6 +68,22 @@ def log(msg: str) -> None:
     print(f"bench: {msg}", file=sys.stderr, flush=True)
 
 
+async def router_passes(s: aiohttp.ClientSession) -> dict[str, float]:
+    """The API's routing passes so far, from its /metrics: count and summed seconds of the
+    wait for the pass under way and of the pass's own work."""
+    out: dict[str, float] = {}
+    try:
+        async with s.get("/metrics") as r:
+            text = await r.text()
+    except (aiohttp.ClientError, TimeoutError, OSError):
+        return out
+    for line in text.splitlines():
+        m = re.match(r'omnihub_router_pass_seconds_(sum|count)\{part="(\w+)"\} (\S+)', line)
+        if m:
+            out[f"{m.group(2)}_{m.group(1)}"] = float(m.group(3))
+    return out
+
+
 def pct(values: Sequence[float], p: float) -> float | None:
     if not values:
         return None
@@ -325,6 +341,7 @@ async def latency_phase(
 
         meter = _stack.CpuMeter([*pids, os.getpid()])
         meter.start()
+        passes0 = await router_passes(s)
         t0 = time.monotonic()
         posts = []
         for at, cid, j in plan:
@@ -335,6 +352,9 @@ async def latency_phase(
         await asyncio.gather(*posts)
         sent_s = time.monotonic() - t0
         cpu = meter.stop()  # while the messages come in (what the latencies above met)
+        passes1 = await router_passes(s)
+        moved = {k: passes1.get(k, 0.0) - passes0.get(k, 0.0) for k in passes1}
+        n_passes = moved.get("decide_count", 0.0)
         firsts = {cid for cid, j in posted if j == 0}
         deadline = time.monotonic() + a.drain
         while len(offered.keys() & firsts) < len(firsts) and time.monotonic() < deadline:  # noqa: ASYNC110
@@ -369,6 +389,10 @@ async def latency_phase(
         "message_pushed": len(follow),
         "failures": failures,
         "cpu_posting": {k: round(v, 1) for k, v in cpu.items()},
+        "router_passes": n_passes,
+        "router_pass_wait_ms": moved.get("wait_sum", 0.0) / n_passes * 1000 if n_passes else None,
+        "router_pass_ms": moved.get("decide_sum", 0.0) / n_passes * 1000 if n_passes else None,
+        "router_deciding": moved.get("decide_sum", 0.0) / sent_s if n_passes else None,
     }
 
 
@@ -510,6 +534,10 @@ async def run(a: argparse.Namespace) -> int:
         f"({res['message_pushed']} pushed)\n"
         f"  CPU while posting   (% of one core; {res['cpus']} cores) " + ", ".join(
             f"{k} {v:.0f}" for k, v in res["cpu_posting"].items()) + "\n"
+        + (f"  router passes       {res['router_passes']:.0f} while posting, one at a time: "
+           f"each waited {fmt(res['router_pass_wait_ms'])} ms for the one under way and took "
+           f"{fmt(res['router_pass_ms'])} ms; deciding {res['router_deciding']:.0%} of the time\n"
+           if res.get("router_passes") else "") +
         f"  service             {fmt(res['service_decisions_per_s'])} decisions/s end to end; "
         f"store limit for its {res['writes_per_decision']} writes "
         f"{fmt(res['store_limit_decisions_per_s'])}/s → ratio "

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -50,6 +51,12 @@ DECISION = Histogram(
     "omnihub_router_drain_seconds",
     "time to drain the waiting queue once",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+PASS = Histogram(
+    "omnihub_router_pass_seconds",
+    "one routing pass: wait = for the pass under way in this process, decide = its own work",
+    ["part"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 ROUTED_TYPES = {c.CONVERSATION_OPENED, c.CONVERSATION_REOPENED}
 # events after which a conversation may move in someone's list (console live updates)
@@ -519,10 +526,16 @@ class Router:
         apart by the claims' guards. What a waiting pass read may have changed meanwhile:
         it reads it again."""
         waited = self._deciding.locked()
+        began = time.monotonic()
         async with self._deciding:
             if waited:
                 pool, fresh = None, False
-            return await self._decide(docs, exclude, pool, fresh)
+            deciding = time.monotonic()
+            PASS.labels("wait").observe(deciding - began)
+            try:
+                return await self._decide(docs, exclude, pool, fresh)
+            finally:
+                PASS.labels("decide").observe(time.monotonic() - deciding)
 
     async def _decide(
         self, docs: list[Doc], exclude: Sequence[str], pool: list[Doc] | None, fresh: bool
