@@ -452,18 +452,31 @@ class Router:
             for _ in range(DRAIN_PASSES):
                 self._drain_again = False
                 with DECISION.time():
-                    pool = await agents.online(self.store)
-                    if _has_room(pool):
-                        waiting = await self._waiting()
-                        if waiting:
-                            made = await self._route_docs(waiting, pool=pool)
-                            self._forget({o["conversation_id"] for o in made})
+                    # cheapest check first: every accept and resolve drains, and mostly the
+                    # queue is empty; reading the agents costs SecantusDB 6 ms for 50 of them,
+                    # reading the queue sorts all of it (300 ms for 5,000 waiting)
+                    if not self._nothing_waiting():
+                        pool = await agents.online(self.store)
+                        if _has_room(pool):
+                            waiting = await self._waiting()
+                            if waiting:
+                                made = await self._route_docs(waiting, pool=pool)
+                                self._forget({o["conversation_id"] for o in made})
                 if not self._drain_again:
                     break
         finally:
             self._draining = False
         if self._drain_again:  # triggers keep coming: go on in the background, free the caller
             self.spawn(self.drain())
+
+    def _nothing_waiting(self) -> bool:
+        """The copy of the queue is fresh and empty: a drain has nothing to do."""
+        loop = asyncio.get_running_loop()
+        return (
+            self._queue is not None
+            and not self._queue
+            and loop.time() - self._queue_at <= QUEUE_TTL
+        )
 
     async def _waiting(self) -> list[Doc]:
         """The head of the waiting queue. Reading it costs the whole queue on some servers

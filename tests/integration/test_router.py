@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from pymongo import AsyncMongoClient, monitoring
 
 from hub.web import Principal
 from pipeline import contract as c
@@ -17,6 +18,7 @@ from router import actions, sla
 from router.errors import RoutingError
 from router.service import Router, RouterConfig
 from store import agents as agents_repo
+from store.mongo import Store
 from tests.integration.test_ingest import Recorder
 
 pytestmark = pytest.mark.integration
@@ -192,6 +194,60 @@ async def test_capacity_per_channel_is_never_exceeded_and_freed_capacity_pulls_t
     await router.idle()
     pending = {d["conversation_id"] async for d in store.offers.find({"state": "pending"})}
     assert "k2" in pending and "k4" not in pending  # the freed chat slot pulled the waiting chat
+
+
+class Reads(monitoring.CommandListener):
+    """The collections each find of a client reads."""
+
+    def __init__(self) -> None:
+        self.finds: list[str] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "find":
+            self.finds.append(str(event.command["find"]))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_a_drain_reads_no_more_than_it_needs(mongo_url, store, monkeypatch) -> None:
+    """Every accept and resolve drains the queue. When the copy of the queue is fresh and
+    empty that costs no read at all; when nobody has room it costs the agents only, never
+    the queue (sorting 5,000 waiting conversations took SecantusDB 300 ms)."""
+    reads = Reads()
+    client: AsyncMongoClient = AsyncMongoClient(mongo_url, event_listeners=[reads])
+    try:
+        watched = Store(client, client[store.db.name])
+        router = Router(watched, Recorder())
+        await add_agent(store, "a")
+        await router.drain()  # the agents, then the (empty) queue
+        assert reads.finds == ["agents", "conversations"]
+        reads.finds.clear()
+        for _ in range(5):
+            await router.drain()
+        assert reads.finds == []
+        # something waits again (seen by this router): the next drain offers it
+        await add_conversation(store, "k")
+        router.requeued(await store.conversations.find_one({"_id": "k"}))
+        await router.drain()
+        assert "agents" in reads.finds
+        offer = await store.offers.find_one({"conversation_id": "k", "state": "pending"})
+        assert offer is not None and offer["agent_id"] == "a"
+
+        # nobody has room, the queue is long and its copy always stale: agents only
+        await store.agents.update_one({"_id": "a"}, {"$set": {"status": "offline"}})
+        for n in range(3):
+            await add_conversation(store, f"w{n}")
+        monkeypatch.setattr("router.service.QUEUE_TTL", 0.0)
+        reads.finds.clear()
+        for _ in range(3):
+            await router.drain()
+        assert reads.finds == ["agents"] * 3
+    finally:
+        await client.close()
 
 
 async def test_skills_language_team_and_sticky_agent(store) -> None:
