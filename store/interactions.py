@@ -8,7 +8,7 @@ from datetime import datetime
 from pymongo.errors import BulkWriteError
 
 from store import merges
-from store.mongo import Doc, Store, find_in
+from store.mongo import PROBE_CHUNK, Doc, Store, find_in
 
 
 async def record_many(store: Store, docs: Sequence[Doc]) -> None:
@@ -24,8 +24,11 @@ async def record_many(store: Store, docs: Sequence[Doc]) -> None:
 
 
 async def conversation_of(store: Store, ids: Sequence[str]) -> dict[str, str | None]:
-    """Conversation already recorded for each interaction (a replay must keep it)."""
-    docs = await find_in(store.interactions, "_id", ids, projection={"conversation_id": 1})
+    """Conversation already recorded for each interaction (a replay must keep it): a probe,
+    most interactions are new."""
+    docs = await find_in(
+        store.interactions, "_id", ids, projection={"conversation_id": 1}, chunk=PROBE_CHUNK
+    )
     return {d["_id"]: d.get("conversation_id") for d in docs}
 
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pymongo.errors import BulkWriteError
 
 from pipeline.contract import utcnow
-from store.mongo import Store, find_in
+from store.mongo import PROBE_CHUNK, Store, find_in
 
 COLLECTION = "mail_ids"
 
@@ -24,7 +24,7 @@ async def resolve(store: Store, entries: Sequence[tuple[str, str, str]]) -> list
     keys = [f"{acc}|{mid}" for acc, mid, _ in entries]
     coll = store.db[COLLECTION]
     owner: dict[str, str] = {}
-    for doc in await find_in(coll, "_id", keys, projection={"fp": 1}):
+    for doc in await find_in(coll, "_id", keys, projection={"fp": 1}, chunk=PROBE_CHUNK):
         owner[doc["_id"]] = doc["fp"]
     new: dict[str, str] = {}
     for k, (_, _, fp) in zip(keys, entries, strict=True):

@@ -24,7 +24,7 @@ from pymongo import UpdateOne
 from pymongo.errors import ConnectionFailure, DuplicateKeyError
 
 from pipeline.contract import deterministic_id
-from store.mongo import Doc, Store, find_in, guarded_update
+from store.mongo import PROBE_CHUNK, Doc, Store, find_in, guarded_update
 
 log = logging.getLogger("omnihub.merges")
 
@@ -53,9 +53,20 @@ async def root(store: Store, customer_id: str) -> str:
 
 
 async def roots(store: Store, customer_ids: Sequence[str]) -> dict[str, str]:
-    """Live root of each id, with one query per chain level instead of one per id."""
+    """Live root of each id, with one query per chain level instead of one per id.
+
+    Only customers the merge log names as a loser can be tombstones: a merge writes its log
+    entry before the tombstone (:func:`merge`, then :func:`_run`) and log entries are never
+    deleted, so whoever sees a tombstone would have seen its entry. Most customers were never
+    merged; asking the log first is a probe whose misses cost little (SecantusDB: 26-34 ms of
+    its CPU for 340 customers of whom 17 merged, against 71-76 ms to read the customers),
+    and only the customers it names are followed to their roots.
+    """
     out = {cid: cid for cid in customer_ids}
-    pending = set(customer_ids)
+    named = await find_in(
+        store.merges, "loser_id", out, projection={"loser_id": 1}, chunk=PROBE_CHUNK
+    )
+    pending = {d["loser_id"] for d in named}
     for _ in range(MAX_HOPS):
         if not pending:
             break

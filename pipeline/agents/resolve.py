@@ -18,7 +18,7 @@ from pymongo.errors import ConnectionFailure
 
 from pipeline import contract as c
 from store import claims, customers, identities, merges, suggestions
-from store.mongo import Doc, Store, find_in
+from store.mongo import PROBE_CHUNK, Doc, Store, find_in
 from unify.resolver import CustomerInfo, Decision, Policy, Sighting, Suggestion, resolve_batch
 from unify.text import name_tokens
 
@@ -128,7 +128,11 @@ async def resolve(
     # so their events are published (with the same ids) even if the crash came before that
     seen = {e["_id"] for e in out.merged}
     for entry in await find_in(
-        store.merges, "trigger", by_event, {"state": {"$in": ["done", "undone"]}}
+        store.merges,
+        "trigger",
+        by_event,
+        {"state": {"$in": ["done", "undone"]}},
+        chunk=PROBE_CHUNK,  # a probe: few events trigger a merge
     ):
         if entry["_id"] not in seen:
             out.merged.append(entry)

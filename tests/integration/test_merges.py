@@ -10,10 +10,12 @@ from collections import defaultdict
 from typing import Any
 
 import pytest
+from pymongo import AsyncMongoClient, monitoring
 
 from pipeline import contract as c
 from pipeline.agents.ingest import Ingestor
 from store import merges
+from store.mongo import Store
 from tests.integration.test_ingest import Recorder, assert_orphans, raw
 from tests.timing import fastest
 from unify.resolver import Policy
@@ -181,6 +183,71 @@ async def test_a_merge_interrupted_by_a_crash_is_finished_on_resume(store) -> No
     assert (await store.merges.find_one({"_id": "m-crash"}))["state"] == "done"
 
 
+class Finds(monitoring.CommandListener):
+    """The filter of each find a client sends, by collection."""
+
+    def __init__(self) -> None:
+        self.filters: list[tuple[str, dict[str, Any]]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "find":
+            self.filters.append((str(event.command["find"]), dict(event.command["filter"])))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+    def customers_asked(self) -> set[str]:
+        asked: set[str] = set()
+        for coll, query in self.filters:
+            if coll == "customers":
+                ids = query["_id"]
+                asked |= set(ids["$in"]) if isinstance(ids, dict) else {ids}
+        return asked
+
+
+async def test_roots_follow_merge_chains_and_read_only_customers_the_log_names(
+    store, mongo_url
+) -> None:
+    ing = Ingestor(store, Recorder())
+    for n, (tg, day) in enumerate((("1", "01"), ("2", "02"), ("3", "03"), ("4", "04"))):
+        await ing.process([raw(msg(f"r{n}", ch("telegram", tg), at=f"2026-01-{day}T00:00:00Z"))])
+    a, b, cc, d = [await owner(store, f"telegram:{tg}") for tg in "1234"]
+    # a chain: cc into b, then b into a (the oldest survives each time)
+    await ing.process([raw(msg("r5", ch("telegram", "2"), ch("telegram", "3")))])
+    await ing.process([raw(msg("r6", ch("telegram", "1"), ch("telegram", "2")))])
+    assert (await store.customers.find_one({"_id": cc}))["merged_into"] == b
+
+    finds = Finds()
+    client: AsyncMongoClient = AsyncMongoClient(mongo_url, event_listeners=[finds])
+    try:
+        watched = Store(client, client[store.db.name])
+        assert await merges.roots(watched, [a, b, cc, d, "never-merged"]) == {
+            a: a,
+            b: a,
+            cc: a,
+            d: d,
+            "never-merged": "never-merged",
+        }
+        # the log names b and cc: only they and the customers on their way are read
+        assert finds.customers_asked() == {b, cc, a}
+        finds.filters.clear()
+        assert await merges.roots(watched, [d, "never-merged"]) == {
+            d: d,
+            "never-merged": "never-merged",
+        }
+        assert [coll for coll, _ in finds.filters] == ["merges"]
+        # an unmerge brings the customer back to life; the log still names it, and the read
+        # of the customer settles it
+        entry = await store.merges.find_one({"loser_id": b, "state": "done"})
+        await merges.unmerge(store, entry["_id"], c.utcnow())
+        assert await merges.roots(watched, [b, cc]) == {b: b, cc: b}
+    finally:
+        await client.close()
+
+
 async def test_merging_customers_with_an_active_conversation_on_one_thread(store) -> None:
     ing = Ingestor(store, Recorder())
     await ing.process([raw(msg("s1", ch("api", "crm-1"), at="2026-01-01T00:00:00Z"))])
@@ -238,6 +305,10 @@ async def partition(store) -> tuple[set[frozenset[str]], set[frozenset[str]]]:
         docs = [d async for d in store.customers.find({"_id": {"$in": bad}})]
         raise AssertionError(f"identifiers belong to non-live customers: {docs}")
     assert set(msgs) <= live, "a message belongs to a tombstone"
+    # merges.roots asks the merge log which customers may be tombstones: each one must be there
+    tombstones = {d["_id"] async for d in store.customers.find({"merged_into": {"$ne": None}})}
+    losers = {d["loser_id"] async for d in store.merges.find({}, {"loser_id": 1})}
+    assert tombstones <= losers, f"tombstones the merge log does not name: {tombstones - losers}"
     await assert_orphans(store, live - set(by_cust))  # or a customer lost its identifiers
     return {frozenset(v) for v in by_cust.values()}, {frozenset(v) for v in msgs.values()}
 
