@@ -13,6 +13,7 @@ waiting, then id.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
@@ -195,19 +196,26 @@ def _fold(text: str) -> str:
     return "".join(ch for ch in text if unicodedata.category(ch) != "Mn")
 
 
+@functools.lru_cache(maxsize=1024)
+def _fold_keyword(keyword: str) -> str:
+    """A configured keyword, folded once (every new conversation is matched against all)."""
+    return _fold(keyword).strip()
+
+
 def urgency_matches(text: str | None, keywords: Iterable[str]) -> list[str]:
     """The configured urgency keywords found in ``text`` (whole words, or word prefixes for
     Persian, whose suffixes attach: «شکایتم» matches «شکایت»)."""
     if not text:
         return []
     words = _WORD.findall(_fold(text))
+    joined = " ".join(words)
     found: list[str] = []
     for kw in keywords:
-        k = _fold(kw).strip()
+        k = _fold_keyword(kw)
         if not k:
             continue
         if " " in k:
-            hit = k in " ".join(words)
+            hit = k in joined
         elif _ARABIC_SCRIPT.search(k):
             hit = any(w.startswith(k) for w in words)
         else:

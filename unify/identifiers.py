@@ -9,6 +9,7 @@ reduce with confidence is refused with a reason rather than stored in a form tha
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from typing import NoReturn
@@ -221,8 +222,20 @@ def _normalize_api(raw: str) -> str:
 # --- public entry points -----------------------------------------------------------------------
 
 
+NORMALIZED_CACHE = 16384
+"""raw identifiers whose normalised form is remembered: customers write again and again from
+the same number or address, and parsing a phone number is the worker's largest cost per
+message after decoding it (a failure is not remembered: it raises every time)"""
+
+
 def normalize(kind: str, raw: str, *, default_region: str = "IR", fold_email: bool = False) -> str:
     """Return the normalised 'kind:value' string or raise InvalidIdentifier(reason)."""
+    if type(kind) is str and type(raw) is str:
+        return _normalize_cached(kind, raw, default_region, fold_email)
+    return _normalize(kind, raw, default_region, fold_email)
+
+
+def _normalize(kind: str, raw: str, default_region: str, fold_email: bool) -> str:
     raw = _text(raw)
     k = _text(kind).strip().lower()
     if k == "phone":
@@ -236,6 +249,9 @@ def normalize(kind: str, raw: str, *, default_region: str = "IR", fold_email: bo
     if k == "api":
         return "api:" + _normalize_api(raw)
     raise InvalidIdentifier(f"unknown identifier kind {kind!r}", kind, raw)
+
+
+_normalize_cached = functools.lru_cache(maxsize=NORMALIZED_CACHE)(_normalize)
 
 
 _PREFIX = re.compile(r"\s*([A-Za-z][A-Za-z0-9_-]*)\s*:(.*)", re.DOTALL)

@@ -657,3 +657,24 @@ def test_any_spelling_of_an_iranian_mobile_is_one_e164(
         script[int(d)] + sep for d, script, sep in zip(national, scripts, seps, strict=False)
     )
     assert normalize_phone(prefix + spelled) == f"+98{national}"
+
+
+# --- remembered normal forms ---------------------------------------------------------------------
+
+
+def test_a_repeated_identifier_is_parsed_once_and_a_bad_one_fails_every_time() -> None:
+    from unify import identifiers
+
+    identifiers._normalize_cached.cache_clear()
+    for _ in range(3):
+        assert normalize("phone", "۰۹۱۲ ۱۲۳ ۴۵۶۷") == f"phone:{MOBILE}"
+        # the region is part of what is remembered: the same digits are German in DE
+        assert normalize("phone", "۰۹۱۲ ۱۲۳ ۴۵۶۷", default_region="DE") == "phone:+499121234567"
+    info = identifiers._normalize_cached.cache_info()
+    assert (info.misses, info.hits) == (2, 4)  # one parse per (value, region)
+    for _ in range(2):
+        with pytest.raises(InvalidIdentifier, match="too short"):
+            normalize("phone", "0912")
+    # a value that is not a string is a caller's bug, named as before (never "unhashable")
+    with pytest.raises(TypeError, match="identifier must be str"):
+        normalize("phone", ["0912"])  # type: ignore[arg-type]
