@@ -110,20 +110,19 @@ async def resolve(
     # identifiers it did not get: the batch's customer write brings it up to date as before.
     shells = {d.customer_id: frozenset(d.attach) for d in created if d.customer_id not in unsure}
     out = Resolved({d.event_id: d for d in decisions}, infos, shells=shells)
-    for d in decisions:
-        for m in d.merges:
-            entry = await merges.merge(
-                store,
-                c.deterministic_id(d.event_id, "merge", m.loser),
-                m.survivor,
-                m.loser,
-                reason="channel-assured identifier seen on both",
-                identifier=m.identifier,
-                trigger=d.event_id,
-                now=now,
-            )
-            if entry is not None:
-                out.merged.append(entry)
+    requests = [
+        merges.Request(
+            c.deterministic_id(d.event_id, "merge", m.loser),
+            m.survivor,
+            m.loser,
+            reason="channel-assured identifier seen on both",
+            identifier=m.identifier,
+            trigger=d.event_id,
+        )
+        for d in decisions
+        for m in d.merges
+    ]
+    out.merged.extend(e for e in await merges.merge_many(store, requests, now) if e is not None)
     # a replay after a crash finds its merges already done: report them again all the same,
     # so their events are published (with the same ids) even if the crash came before that
     seen = {e["_id"] for e in out.merged}

@@ -248,6 +248,91 @@ async def test_roots_follow_merge_chains_and_read_only_customers_the_log_names(
         await client.close()
 
 
+class Commands(monitoring.CommandListener):
+    """Each command a client sends: (name, collection)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.sent.append((event.command_name, str(event.command.get(event.command_name))))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_a_batch_of_merges_sends_each_step_once_however_many_merges_it_holds(
+    store, mongo_url
+) -> None:
+    ing = Ingestor(store, Recorder())
+    await ing.process(
+        [
+            raw(
+                msg(
+                    f"p{n}",
+                    ch("telegram", str(100 + n)),
+                    at=f"2026-01-{n + 1:02d}T00:00:00Z",
+                    thread=f"t{n}",
+                )
+            )
+            for n in range(16)
+        ]
+    )
+    cust = [await owner(store, f"telegram:{100 + n}") for n in range(16)]
+    assert len(set(cust)) == 16
+
+    def req(i: int, j: int) -> merges.Request:
+        return merges.Request(f"m{i}-{j}", cust[j], cust[i], "test", f"telegram:{100 + j}")
+
+    commands = Commands()
+    client: AsyncMongoClient = AsyncMongoClient(mongo_url, event_listeners=[commands])
+    try:
+        watched = Store(client, client[store.db.name])
+        two = await merges.merge_many(watched, [req(0, 1), req(2, 3)], c.utcnow())
+        sent_for_two = list(commands.sent)
+        commands.sent.clear()
+        pairs = [(4, 5), (6, 7), (8, 9), (10, 11), (12, 13), (14, 15)]
+        six = await merges.merge_many(watched, [req(i, j) for i, j in pairs], c.utcnow())
+        assert commands.sent == sent_for_two  # one command a step, not one a step and merge
+        assert len(sent_for_two) <= 20
+        # the older customer survives, whichever way round the merge was asked
+        for entry, (i, j) in zip([*two, *six], [(0, 1), (2, 3), *pairs], strict=True):
+            assert entry is not None and entry["state"] == "done"
+            assert (entry["survivor_id"], entry["loser_id"]) == (cust[i], cust[j])
+
+        # a chain in one call: 3 (now part of 2) with 1 (part of 0), which is already part
+        # of 0, then 5 (part of 4) with 3, which only the first merge makes part of 0
+        commands.sent.clear()
+        chain = await merges.merge_many(watched, [req(1, 3), req(0, 1), req(3, 5)], c.utcnow())
+        assert chain[1] is None
+        assert chain[0] is not None and (chain[0]["survivor_id"], chain[0]["loser_id"]) == (
+            cust[0],
+            cust[2],
+        )
+        assert chain[2] is not None and (chain[2]["survivor_id"], chain[2]["loser_id"]) == (
+            cust[0],
+            cust[4],
+        )
+        # two rounds: the second waits for the first's merge of 2 into 0; following the
+        # chains to their roots costs a few reads more
+        assert commands.sent.count(("insert", "merges")) == 2
+        assert len(commands.sent) <= 2 * len(sent_for_two) + 8
+    finally:
+        await client.close()
+    for n in range(6):
+        assert await owner(store, f"telegram:{100 + n}") == cust[0]
+    assert await store.interactions.count_documents({"customer_id": cust[0]}) == 6
+    survivor = await store.customers.find_one({"_id": cust[0]})
+    assert {f"telegram:{100 + n}" for n in range(6)} <= set(survivor["identifiers"])
+    for n in range(1, 6):
+        assert (await store.customers.find_one({"_id": cust[n]}))["merged_into"] in cust[:5]
+    assert await merges.roots(store, cust[:6]) == {x: cust[0] for x in cust[:6]}
+    await partition(store)  # every identifier on a live customer, the log names every tombstone
+
+
 async def test_merging_customers_with_an_active_conversation_on_one_thread(store) -> None:
     ing = Ingestor(store, Recorder())
     await ing.process([raw(msg("s1", ch("api", "crm-1"), at="2026-01-01T00:00:00Z"))])
