@@ -26,13 +26,13 @@ from pymongo.errors import BulkWriteError, ConnectionFailure
 
 from pipeline.contract import deterministic_id
 from store.mongo import (
-    DUPLICATE_KEY,
     PROBE_CHUNK,
     Doc,
     Store,
     find_in,
     guarded_update,
     insert_new,
+    taken_positions,
 )
 
 log = logging.getLogger("omnihub.merges")
@@ -206,8 +206,8 @@ async def _merge_round(
             }
             for i in fresh
         ]
-        raced = await insert_new(store.merges, docs)  # another writer logged the same merge
-        entries.update((d["_id"], d) for n, d in enumerate(docs) if n not in set(raced))
+        raced = set(await insert_new(store.merges, docs))  # another writer logged it first
+        entries.update((d["_id"], d) for n, d in enumerate(docs) if n not in raced)
         if raced:
             entries.update(
                 (d["_id"], d)
@@ -370,11 +370,8 @@ async def repoint_many(
             ordered=False,
         )
     except BulkWriteError as exc:
-        errors = exc.details.get("writeErrors", [])
-        if any(e.get("code") != DUPLICATE_KEY for e in errors):
-            raise
-        for e in errors:
-            conv = convs[e["index"]]
+        for n in taken_positions(exc):
+            conv = convs[n]
             await _close_as_merged(
                 store, conv, moves[conv["customer_id"]], merge_ids.get(conv["customer_id"])
             )

@@ -171,11 +171,17 @@ async def insert_new(coll: AsyncCollection[Doc], docs: Sequence[Doc]) -> list[in
     try:
         await coll.insert_many(list(docs), ordered=False)
     except BulkWriteError as exc:
-        errors = exc.details.get("writeErrors", [])
-        if any(e.get("code") != DUPLICATE_KEY for e in errors):
-            raise
-        return sorted(e["index"] for e in errors)
+        return taken_positions(exc)
     return []
+
+
+def taken_positions(exc: BulkWriteError) -> list[int]:
+    """The positions, in order, of the writes of an unordered bulk write that a unique index
+    refused because their key is taken; ``exc`` itself if any write failed otherwise."""
+    errors = exc.details.get("writeErrors", [])
+    if any(e.get("code") != DUPLICATE_KEY for e in errors):
+        raise exc
+    return sorted(e["index"] for e in errors)
 
 
 async def guarded_update(
