@@ -41,7 +41,10 @@ def create_app(settings: Settings) -> web.Application:
         await publisher.start()
         router = Router(store, publisher, RouterConfig.from_settings(settings))
         await router.start(
-            settings.bootstrap, settings.router_group, settings.kafka_session_timeout
+            settings.bootstrap,
+            settings.router_group,
+            settings.kafka_session_timeout,
+            settings.kafka_fetch_wait,
         )
         app[STORE] = store
         app[customers.ACTIONS] = IdentityActions(

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Histogram
 from pymongo.errors import PyMongoError
@@ -103,6 +103,9 @@ class RouterConfig:
     sla_resolution: tuple[float, ...] = (86400.0, 14400.0, 3600.0)
     sla_warn_fraction: float = 0.2
     session_ttl: float = 43200.0
+    # the consumer commits what it handled at most this often (and at stop): every commit is
+    # five fsynced writes on the embedded broker, and a replayed event changes nothing
+    commit_interval: float = 1.0
 
     @classmethod
     def from_settings(cls, s: Any) -> RouterConfig:
@@ -159,6 +162,7 @@ class Router:
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
         self._consumer: AIOKafkaConsumer | None = None
+        self._handled: dict[TopicPartition, int] = {}  # next offset to commit, per partition
         self._draining = False
         self._drain_again = False
         self._gate = asyncio.Semaphore(PARALLEL)
@@ -173,7 +177,9 @@ class Router:
         return self.config.offer_timeout
 
     # ------------------------------------------------------------------ lifecycle
-    async def start(self, bootstrap: str, group: str, session_timeout: float) -> None:
+    async def start(
+        self, bootstrap: str, group: str, session_timeout: float, fetch_wait: float = 0.1
+    ) -> None:
         self._consumer = AIOKafkaConsumer(
             topics.CUSTOMER_EVENTS,
             bootstrap_servers=bootstrap,
@@ -182,7 +188,7 @@ class Router:
             auto_offset_reset="latest",
             session_timeout_ms=int(session_timeout * 1000),
             heartbeat_interval_ms=1000,
-            fetch_max_wait_ms=100,
+            fetch_max_wait_ms=int(fetch_wait * 1000),
             client_id="omnihub-router",
         )
         await self._consumer.start()
@@ -202,6 +208,8 @@ class Router:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         if self._consumer is not None:
+            with contextlib.suppress(KafkaError):
+                await self._commit()  # what was handled since the last commit
             await self._consumer.stop()
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
@@ -224,17 +232,44 @@ class Router:
     # ------------------------------------------------------------------ events
     async def _consume(self) -> None:
         assert self._consumer is not None
+        committed_at = time.monotonic()
         while True:
+            batches: dict[TopicPartition, list[Any]] = {}
+            handled = False
             try:
                 batches = await self._consumer.getmany(timeout_ms=500, max_records=500)
                 events = [rec.value for records in batches.values() for rec in records]
                 if events:
                     await self.on_events(events)
-                    await self._consumer.commit()
+                handled = True
+                for tp, records in batches.items():
+                    if records:
+                        self._handled[tp] = records[-1].offset + 1
+                if self._handled and (
+                    time.monotonic() - committed_at >= self.config.commit_interval
+                ):
+                    await self._commit()
+                    committed_at = time.monotonic()
             except (KafkaError, PyMongoError) as exc:
-                # nothing committed: the events come again; the sweep covers the gap meanwhile
+                # a batch not handled comes again (a replay changes nothing); meanwhile the
+                # sweep covers what it would have routed
                 log.warning("router.consume_error error=%s", exc)
+                if not handled:
+                    for tp, records in batches.items():
+                        if records:
+                            with contextlib.suppress(KafkaError, AssertionError):
+                                self._consumer.seek(tp, records[0].offset)
                 await asyncio.sleep(1.0)
+
+    async def _commit(self) -> None:
+        """Commit the offsets handled since the last commit, of the partitions still ours."""
+        if self._consumer is None or not self._handled:
+            return
+        assigned = self._consumer.assignment()
+        offsets = {tp: o for tp, o in self._handled.items() if tp in assigned}
+        if offsets:
+            await self._consumer.commit(offsets)
+        self._handled.clear()
 
     async def on_events(self, raws: Iterable[bytes | None]) -> None:
         """Route the conversations opened or reopened, push new messages to their agents."""

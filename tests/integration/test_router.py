@@ -4,7 +4,9 @@ capacity, stickiness, queue order, SLA, resolve/reopen/transfer/reply, races."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -533,3 +535,90 @@ async def test_sla_timers_follow_each_clock_and_the_sweep_never_reads_resolved_h
     await timers.delete_many({})
     assert await sla.arm_active(store) == 2
     assert {d["_id"] async for d in timers.find({})} == {"a", "b"}
+
+
+
+async def test_the_consumer_commits_what_it_handled_at_most_once_an_interval_and_at_stop(
+    store, bootstrap
+) -> None:
+    """Each commit costs the embedded broker five fsynced writes: the router commits what it
+    handled at most once per commit_interval and the rest when it stops; a batch that failed
+    is read again, not skipped."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+    from aiokafka.errors import TopicAlreadyExistsError
+    from pymongo.errors import AutoReconnect
+
+    from hub.bootstrap import create_topic
+
+    with contextlib.suppress(TopicAlreadyExistsError):
+        await create_topic(bootstrap, topics.CUSTOMER_EVENTS, 4)
+    tp = TopicPartition(topics.CUSTOMER_EVENTS, 0)
+    group = f"router-commits-{uuid.uuid4().hex[:8]}"
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group)  # reads commits only
+    await producer.start()
+    await reader.start()
+
+    async def started(interval: float) -> Router:
+        router = Router(store, Recorder(), commit_interval=interval)
+        await router.start(bootstrap, group, 6.0, fetch_wait=0.05)
+        assert router._consumer is not None
+        for _ in range(200):
+            if tp in router._consumer.assignment():
+                break
+            await asyncio.sleep(0.1)
+        assert tp in router._consumer.assignment()
+        return router
+
+    async def until(check: Any) -> None:
+        for _ in range(100):
+            if await check():
+                return
+            await asyncio.sleep(0.05)
+
+    try:
+        router = await started(3600.0)
+        seen: list[bytes] = []
+        fail = {"next": 1}
+        handle = router.on_events
+
+        async def on_events(raws: Any) -> None:
+            raws = list(raws)
+            if fail["next"]:
+                fail["next"] -= 1
+                raise AutoReconnect("store away (test)")
+            seen.extend(raws)
+            await handle(raws)
+
+        router.on_events = on_events  # type: ignore[method-assign]
+        await asyncio.sleep(0.5)  # its position at the partition's end is taken
+        sent: list[bytes] = []
+        for n in range(3):  # three batches, one after the other
+            values = [f"not an event {n}.{i}".encode() for i in range(5)]
+            for v in values:
+                last = await producer.send_and_wait(tp.topic, v, partition=0)
+            sent += values
+
+            async def caught_up(k: int = len(sent)) -> bool:
+                return len(seen) >= k
+
+            await until(caught_up)
+        assert seen == sent  # the first batch failed, came again once, in order
+        assert await reader.committed(tp) is None  # handled, not committed yet
+        await router.stop()
+        assert await reader.committed(tp) == last.offset + 1
+
+        router = await started(0.0)  # interval 0: each batch is committed once handled
+        try:
+            more = await producer.send_and_wait(tp.topic, b"one more", partition=0)
+
+            async def committed() -> bool:
+                return await reader.committed(tp) == more.offset + 1
+
+            await until(committed)
+            assert await committed()
+        finally:
+            await router.stop()
+    finally:
+        await reader.stop()
+        await producer.stop()
