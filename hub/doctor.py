@@ -102,8 +102,10 @@ async def run_doctor(settings: Settings, out: Callable[[str], None] = print) -> 
             "broker storage",
             broker_storage,
             f"is omnihub up running? Batches every group has read go after {hours:g} h "
-            "(OMNIHUB_BROKER_RETENTION_HOURS; 0 keeps all); a group far behind holds them "
-            "back: is its consumer running?",
+            "(OMNIHUB_BROKER_RETENTION_HOURS; 0 keeps all) or beyond the newest "
+            f"{settings.broker_retention_batches:,} read in a partition "
+            "(OMNIHUB_BROKER_RETENTION_BATCHES); a group far behind holds them back: is its "
+            "consumer running?",
         )
     await check(
         "worker",

@@ -380,6 +380,7 @@ class EmbeddedStack:
                 BUCKET,
                 timedelta(hours=s.broker_retention_hours),
                 s.broker_retention_interval,
+                keep_read=s.broker_retention_batches,
                 first_after=min(60.0, s.broker_retention_interval),
                 report=lambda line: self.out(f"omnihub: {line}"),
             )

@@ -62,8 +62,18 @@ class Settings(BaseSettings):
         "every consumer group has read them (0 = keep everything; hub/retention.py: tansu "
         "lists every stored batch of a partition on each fetch, so kept batches slow it down)",
     )
+    broker_retention_batches: int = Field(
+        20,
+        ge=0,
+        description="embedded broker: keep at most this many record batches per partition "
+        "that every consumer group has read, however young (0 = by age only): tansu lists "
+        "every batch a partition keeps on each fetch, so each kept batch costs every fetch",
+    )
     broker_retention_interval: float = Field(
-        600.0, gt=0, description="embedded broker: seconds between two retention sweeps"
+        2.0,
+        gt=0,
+        description="embedded broker: seconds between two retention sweeps (a slow sweep "
+        "spaces the next ones out to ten times its duration)",
     )
 
     # -- MongoDB -----------------------------------------------------------------------------

@@ -121,6 +121,49 @@ async def test_the_loop_sweeps_and_reports_until_cancelled(stack: Stack, bucket:
     assert await bases(bucket, "loop") == [5]
 
 
+async def test_the_loop_keeps_the_newest_read_batches_and_reports_once_an_interval(
+    stack: Stack, bucket: Bucket
+) -> None:
+    """However young, read batches beyond the newest keep_read go; the console hears of it
+    once, then at most every report_every, while the sweeps go on."""
+    await create_topic(stack.bootstrap, "cap", 1)
+    await produce(stack.bootstrap, "cap", [f"c{i}" for i in range(6)])
+    await commit_at(stack.bootstrap, "cap", "g", 6)
+    lines: list[str] = []
+    task = asyncio.create_task(
+        retention.run(
+            f"http://127.0.0.1:{stack.s3_port}",
+            S3_BUCKET,
+            timedelta(hours=1),  # nothing is old
+            0.2,
+            keep_read=2,
+            first_after=0,
+            report=lines.append,
+            report_every=3600,
+        )
+    )
+
+    async def until_kept(wanted: list[int]) -> None:
+        for _ in range(100):
+            if await bases(bucket, "cap") == wanted:
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"kept {await bases(bucket, 'cap')}, not {wanted}")
+
+    try:
+        await until_kept([3, 4, 5])  # 0-4 read: the newest two of them stay, and 5 (newest)
+        await produce(stack.bootstrap, "cap", [f"c{i}" for i in range(6, 10)])
+        await until_kept([3, 4, 5, 6, 7, 8, 9])  # unread: kept
+        await commit_at(stack.bootstrap, "cap", "g", 8)
+        await until_kept([6, 7, 8, 9])  # 3-7 read
+        await asyncio.sleep(0.5)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert len(lines) == 1 and lines[0].startswith("broker retention: deleted 3 record batches")
+
+
 async def test_doctor_reports_batches_kept_and_warns_when_a_partition_holds_many(
     stack: Stack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -78,6 +78,26 @@ def test_young_batches_are_kept_however_far_groups_have_read() -> None:
     assert deleted(bs, [group("a", "t", 100)], retention=timedelta(0)) == [0, 1, 2, 3]
 
 
+def test_beyond_the_newest_read_batches_young_ones_go_too() -> None:
+    young = timedelta(minutes=1)
+
+    def gone(bs: list[Batch], offset: int, keep: int) -> list[int]:
+        decided = plan(bs, [group("a", "t", offset)], NOW, DAY, keep_read=keep)
+        return [b.base for b in decided.delete]
+
+    bs = batches("t", list(range(10)), age=young)
+    assert gone(bs, 8, 3) == [0, 1, 2, 3, 4]  # 0-7 read: the newest three of them stay
+    assert gone(bs, 8, 0) == []  # 0: by age only
+    assert gone(bs, 2, 3) == []  # unread batches neither count nor go
+    assert gone(bs, 2, 1) == [0]
+    assert gone(bs, 100, 1) == list(range(8))  # never the newest
+    # whichever rule comes first: 0-2 are old, 0 is also beyond the newest five read
+    mixed = batches("t", [0, 1, 2], age=2 * DAY) + batches("t", [3, 4, 5, 6], age=young)
+    assert gone(mixed, 100, 5) == [0, 1, 2]
+    assert gone(mixed, 100, 2) == [0, 1, 2, 3]
+    assert plan(mixed, [group("a", "t", 100)], NOW, DAY, keep_read=2).kept == 3
+
+
 def test_a_partition_no_live_group_reads_is_left_alone() -> None:
     bs = batches("unread", [0, 1, 2])
     p = plan(bs, [], NOW, DAY)
