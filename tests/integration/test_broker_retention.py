@@ -5,9 +5,11 @@ goes on serving the partition (groups resume, new readers start at the oldest ba
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -50,6 +52,30 @@ async def commit_at(bootstrap: str, topic: str, group: str, offset: int) -> None
 async def bases(bucket: Bucket, topic: str) -> list[int]:
     found = [parse_batch(k, m) for k, m, _ in await bucket.list("clusters/")]
     return sorted(b.base for b in found if b is not None and b.topic == topic)
+
+
+@contextlib.asynccontextmanager
+async def sweeping(
+    stack: Stack, lines: list[str], age: timedelta, **kw: Any
+) -> AsyncIterator[None]:
+    """retention.run every 0.2 s against the stack, reporting into lines, until the block ends."""
+    task = asyncio.create_task(
+        retention.run(
+            f"http://127.0.0.1:{stack.s3_port}",
+            S3_BUCKET,
+            age,
+            0.2,
+            first_after=0,
+            report=lines.append,
+            **kw,
+        )
+    )
+    try:
+        yield
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
 
 
 async def test_a_sweep_deletes_only_what_every_group_has_read(stack: Stack, bucket: Bucket) -> None:
@@ -98,25 +124,11 @@ async def test_the_loop_sweeps_and_reports_until_cancelled(stack: Stack, bucket:
     await produce(stack.bootstrap, "loop", [f"l{i}" for i in range(6)])
     await commit_at(stack.bootstrap, "loop", "g", 6)
     lines: list[str] = []
-    task = asyncio.create_task(
-        retention.run(
-            f"http://127.0.0.1:{stack.s3_port}",
-            S3_BUCKET,
-            timedelta(0),
-            0.2,
-            first_after=0,
-            report=lines.append,
-        )
-    )
-    try:
+    async with sweeping(stack, lines, timedelta(0)):
         for _ in range(100):
             if lines:
                 break
             await asyncio.sleep(0.1)
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
     assert lines and lines[0].startswith("broker retention: deleted 5 record batches")
     assert await bases(bucket, "loop") == [5]
 
@@ -130,18 +142,6 @@ async def test_the_loop_keeps_the_newest_read_batches_and_reports_once_an_interv
     await produce(stack.bootstrap, "cap", [f"c{i}" for i in range(6)])
     await commit_at(stack.bootstrap, "cap", "g", 6)
     lines: list[str] = []
-    task = asyncio.create_task(
-        retention.run(
-            f"http://127.0.0.1:{stack.s3_port}",
-            S3_BUCKET,
-            timedelta(hours=1),  # nothing is old
-            0.2,
-            keep_read=2,
-            first_after=0,
-            report=lines.append,
-            report_every=3600,
-        )
-    )
 
     async def until_kept(wanted: list[int]) -> None:
         for _ in range(100):
@@ -150,17 +150,14 @@ async def test_the_loop_keeps_the_newest_read_batches_and_reports_once_an_interv
             await asyncio.sleep(0.1)
         raise AssertionError(f"kept {await bases(bucket, 'cap')}, not {wanted}")
 
-    try:
+    # nothing is old; a line at the first deletion, then none for an hour
+    async with sweeping(stack, lines, timedelta(hours=1), keep_read=2, report_every=3600):
         await until_kept([3, 4, 5])  # 0-4 read: the newest two of them stay, and 5 (newest)
         await produce(stack.bootstrap, "cap", [f"c{i}" for i in range(6, 10)])
         await until_kept([3, 4, 5, 6, 7, 8, 9])  # unread: kept
         await commit_at(stack.bootstrap, "cap", "g", 8)
         await until_kept([6, 7, 8, 9])  # 3-7 read
         await asyncio.sleep(0.5)
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
     assert len(lines) == 1 and lines[0].startswith("broker retention: deleted 3 record batches")
 
 

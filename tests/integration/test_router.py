@@ -537,7 +537,6 @@ async def test_sla_timers_follow_each_clock_and_the_sweep_never_reads_resolved_h
     assert {d["_id"] async for d in timers.find({})} == {"a", "b"}
 
 
-
 async def test_the_consumer_commits_what_it_handled_at_most_once_an_interval_and_at_stop(
     store, bootstrap
 ) -> None:
