@@ -269,10 +269,15 @@ class Sweep:
     def summary(self, sweeps: int = 1) -> str:
         """One line; ``sweeps`` > 1 when deleted/freed_bytes add up that many sweeps."""
         p = self.plan
-        over = f" in {sweeps:,} sweeps" if sweeps > 1 else ""
+        batches = "record batch" if self.deleted == 1 else "record batches"
+        took = (
+            f"in {sweeps:,} sweeps (the last {self.seconds:.1f}s)"
+            if sweeps > 1
+            else f"in {self.seconds:.1f}s"
+        )
         text = (
-            f"deleted {self.deleted:,} record batches ({self.freed_bytes / 1e6:.1f} MB) read by "
-            f"every consumer group{over}, kept {p.kept:,}, in {self.seconds:.1f}s"
+            f"deleted {self.deleted:,} {batches} ({self.freed_bytes / 1e6:.1f} MB) read by "
+            f"every consumer group, kept {p.kept:,}, {took}"
         )
         if self.failed:
             text += f"; {self.failed} could not be deleted (next sweep retries)"
