@@ -232,10 +232,6 @@ async def _merge_round(
     return result
 
 
-async def _run(store: Store, entry: Doc, now: datetime) -> None:
-    await _run_many(store, [entry], now)
-
-
 async def _run_many(store: Store, entries: Sequence[Doc], now: datetime) -> None:
     """Steps 2-4 of pending merges that share no customer, each step once for all."""
     # 2. tombstones first: late writers check for them and settle what they wrote
@@ -419,7 +415,7 @@ async def resume_pending(store: Store, now: datetime) -> int:
     """Finish merges a crash interrupted; returns how many."""
     n = 0
     async for entry in store.merges.find({"state": "pending"}):
-        await _run(store, entry, now)
+        await _run_many(store, [entry], now)
         n += 1
     for state in ("undoing",):
         async for entry in store.merges.find({"state": state}):
