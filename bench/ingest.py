@@ -240,7 +240,7 @@ class EventWatch:
     each interaction.recorded (or dead letter) shows up. Keeps every id it sees, so a 202 that
     is read after its event has arrived is still matched."""
 
-    def __init__(self, bootstrap: str, wait_ms: int = 500) -> None:
+    def __init__(self, bootstrap: str, wait_ms: int) -> None:
         self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap,
                                          **{**CONSUMER, "fetch_max_wait_ms": wait_ms})
         self.arrived: dict[str, float] = {}  # interaction id -> monotonic arrival

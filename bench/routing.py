@@ -351,11 +351,6 @@ async def latency_phase(
             posts.append(asyncio.create_task(post(cid, j)))
         await asyncio.gather(*posts)
         sent_s = time.monotonic() - t0
-        # every conversation's M messages overlap only once the first ones are M-1 gaps old:
-        # the rate between that ramp-up and the last new conversation is the one asked for
-        ramp = (a.per_conversation - 1) * a.gap
-        steady = [at for at, cid, j in plan if ramp <= at < a.duration and (cid, j) in posted]
-        steady_rate = len(steady) / (a.duration - ramp) if a.duration > ramp else None
         cpu = meter.stop()  # while the messages come in (what the latencies above met)
         passes1 = await router_passes(s)
         moved = {k: passes1.get(k, 0.0) - passes0.get(k, 0.0) for k in passes1}
@@ -375,13 +370,17 @@ async def latency_phase(
     routing = [(offered[c] - recorded[(c, 0)]) * 1000
                for c in firsts if c in offered and (c, 0) in recorded]
     follow = [(pushed[k] - posted[k]) * 1000 for k in posted if k[1] > 0 and k in pushed]
+    # every conversation's M messages overlap only once the first ones are M-1 gaps old: the
+    # rate between that ramp-up and the last new conversation is the one asked for
+    ramp = (a.per_conversation - 1) * a.gap
+    steady = [at for at, cid, j in plan if ramp <= at < a.duration and (cid, j) in posted]
     return {
         "posted": len(posted),
         "conversations": len(firsts),
         "offered": len(lat),
         "missing": len(firsts) - len(lat),
         "rate_achieved": len(posted) / sent_s,
-        "rate_steady": steady_rate,
+        "rate_steady": len(steady) / (a.duration - ramp) if a.duration > ramp else None,
         "offer_p50_ms": pct(lat, 50),
         "offer_p90_ms": pct(lat, 90),
         "offer_p99_ms": pct(lat, 99),

@@ -322,8 +322,7 @@ async def sweep(
 ) -> Sweep:
     t0 = time.monotonic()
     batches, committed = await load(bucket)
-    when = now or datetime.now(UTC)
-    decided = plan(batches, committed, when, retention, group_expiry, keep_read)
+    decided = plan(batches, committed, now or datetime.now(UTC), retention, group_expiry, keep_read)
     keys = [b.key for b in decided.delete]
     failed = await bucket.delete(keys) if keys else 0
     return Sweep(

@@ -178,7 +178,7 @@ class Router:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(
-        self, bootstrap: str, group: str, session_timeout: float, fetch_wait: float = 0.1
+        self, bootstrap: str, group: str, session_timeout: float, fetch_wait: float
     ) -> None:
         self._consumer = AIOKafkaConsumer(
             topics.CUSTOMER_EVENTS,
