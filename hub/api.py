@@ -14,7 +14,6 @@ from hub import customers
 from hub.identity import IdentityActions
 from hub.settings import Settings
 from hub.web import API_TOKEN, MAX_BODY, STORE, edge, healthz, metrics
-from pipeline.pace import FetchPace
 from pipeline.publish import KafkaPublisher
 from router import api as router_api
 from router import console
@@ -45,7 +44,7 @@ def create_app(settings: Settings) -> web.Application:
             settings.bootstrap,
             settings.router_group,
             settings.kafka_session_timeout,
-            FetchPace.from_settings(settings),
+            settings.kafka_fetch_wait,
         )
         app[STORE] = store
         app[customers.ACTIONS] = IdentityActions(

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated
 
 import phonenumbers
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from unify.identifiers import InvalidIdentifier, parse_identifier
@@ -51,16 +51,8 @@ class Settings(BaseSettings):
         gt=0,
         le=10,
         description="longest a consumer fetch waits for new records, s (the pipeline worker's "
-        "and the router's while no records come: tansu answers a waiting fetch only when the "
-        "wait ends, so this bounds the delay of every message; real Kafka answers at once, a "
-        "short wait costs only idle polls)",
-    )
-    kafka_fetch_wait_busy: float = Field(
-        0.02,
-        gt=0,
-        le=10,
-        description="the pipeline worker's and the router's fetch wait while records flow, s "
-        "(back to kafka_fetch_wait after 2 s without any); at most kafka_fetch_wait",
+        "included: tansu answers a waiting fetch only when the wait ends, so this bounds the "
+        "delay of every message; real Kafka answers at once, a short wait costs only idle polls)",
     )
 
     broker_retention_hours: float = Field(
@@ -308,15 +300,6 @@ class Settings(BaseSettings):
     ready_timeout: float = Field(60.0, description="seconds to wait for the stack to be ready")
     stop_timeout: float = Field(8.0, description="seconds to wait for all children to stop")
     log_level: str = Field("info")
-
-    @model_validator(mode="after")
-    def _busy_wait_within_idle(self) -> Settings:
-        if self.kafka_fetch_wait_busy > self.kafka_fetch_wait:
-            raise ValueError(
-                f"kafka_fetch_wait_busy ({self.kafka_fetch_wait_busy}s) must not exceed "
-                f"kafka_fetch_wait ({self.kafka_fetch_wait}s)"
-            )
-        return self
 
     @field_validator("default_region")
     @classmethod

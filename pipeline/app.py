@@ -16,7 +16,6 @@ from hub.settings import Settings
 from pipeline import topics
 from pipeline.agents.ingest import BatchResult, Ingestor, RawRecord
 from pipeline.contract import utcnow
-from pipeline.pace import FetchPace
 from pipeline.publish import FaustPublisher
 from router.service import RouterConfig
 from store import merges
@@ -25,17 +24,17 @@ from store.mongo import connect, ensure_indexes, wait_ready
 log = logging.getLogger("omnihub.worker")
 
 
-def _paced(pace: FetchPace) -> None:
+def _fetch_wait(ms: int) -> None:
     """Faust builds the worker's consumer with a fixed 1.5 s fetch wait. tansu answers a
     waiting fetch only when that wait ends, so each message waited up to 1.5 s before the
-    worker saw it. The consumer is handed to ``pace`` when it is created: it fetches with the
-    pace's wait from its start (it reads the wait then) and follows the pace after."""
+    worker saw it (measured: accept→push p99 1.24 s at 100 ms elsewhere; 0.54 s with 100 ms
+    here). The consumer reads the wait when it starts, so setting it after creation holds."""
     cls = AIOKafkaConsumerThread
     create = cls.__dict__.get("_omnihub_create") or cls._create_worker_consumer
 
     def create_worker_consumer(self: Any, transport: Any) -> Any:
         consumer = create(self, transport)
-        pace.attach(consumer)  # no public knob in Faust
+        consumer._fetch_max_wait_ms = ms  # no public knob in Faust
         return consumer
 
     cls._omnihub_create = create  # type: ignore[attr-defined]
@@ -43,8 +42,7 @@ def _paced(pace: FetchPace) -> None:
 
 
 def create_app(settings: Settings) -> faust.App:
-    pace = FetchPace.from_settings(settings)
-    _paced(pace)
+    _fetch_wait(int(settings.kafka_fetch_wait * 1000))
     datadir = settings.data_dir / "worker"
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -119,7 +117,6 @@ def create_app(settings: Settings) -> faust.App:
                 await stream.ack(e)
 
         async for events in stream.noack_take(settings.batch_size, within=settings.batch_within):
-            pace.saw_records()
             ingestor = state["ingestor"]
             while ingestor is None:
                 await app.sleep(0.1)

@@ -36,7 +36,6 @@ from pymongo.errors import PyMongoError
 
 from pipeline import contract as c
 from pipeline import topics
-from pipeline.pace import FetchPace
 from pipeline.publish import Publisher, Record
 from router import policy, sla
 from router.classification import classification
@@ -163,7 +162,6 @@ class Router:
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
         self._consumer: AIOKafkaConsumer | None = None
-        self._pace: FetchPace | None = None
         self._handled: dict[TopicPartition, int] = {}  # next offset to commit, per partition
         self._draining = False
         self._drain_again = False
@@ -180,10 +178,8 @@ class Router:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(
-        self, bootstrap: str, group: str, session_timeout: float, pace: FetchPace
+        self, bootstrap: str, group: str, session_timeout: float, fetch_wait: float
     ) -> None:
-        """Consume the customer events (``pace``: the fetch waits, see pipeline/pace.py)."""
-        self._pace = pace
         self._consumer = AIOKafkaConsumer(
             topics.CUSTOMER_EVENTS,
             bootstrap_servers=bootstrap,
@@ -192,10 +188,9 @@ class Router:
             auto_offset_reset="latest",
             session_timeout_ms=int(session_timeout * 1000),
             heartbeat_interval_ms=1000,
-            fetch_max_wait_ms=pace.wait_ms,
+            fetch_max_wait_ms=int(fetch_wait * 1000),
             client_id="omnihub-router",
         )
-        pace.attach(self._consumer)
         await self._consumer.start()
         self.start_loops(consume=True)
 
@@ -212,8 +207,6 @@ class Router:
         for task in [*self._tasks, *self._background]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        if self._pace is not None:
-            self._pace.close()
         if self._consumer is not None:
             with contextlib.suppress(KafkaError):
                 await self._commit()  # what was handled since the last commit
@@ -247,8 +240,6 @@ class Router:
                 batches = await self._consumer.getmany(timeout_ms=500, max_records=500)
                 events = [rec.value for records in batches.values() for rec in records]
                 if events:
-                    if self._pace is not None:
-                        self._pace.saw_records()
                     await self.on_events(events)
                 handled = True
                 for tp, records in batches.items():

@@ -16,7 +16,6 @@ from pymongo import AsyncMongoClient, monitoring
 from hub.web import Principal
 from pipeline import contract as c
 from pipeline import topics
-from pipeline.pace import FetchPace
 from router import actions, sla
 from router.errors import RoutingError
 from router.service import Router, RouterConfig
@@ -561,7 +560,7 @@ async def test_the_consumer_commits_what_it_handled_at_most_once_an_interval_and
 
     async def started(interval: float) -> Router:
         router = Router(store, Recorder(), commit_interval=interval)
-        await router.start(bootstrap, group, 6.0, FetchPace(0.05, 0.05))
+        await router.start(bootstrap, group, 6.0, fetch_wait=0.05)
         assert router._consumer is not None
         for _ in range(200):
             if tp in router._consumer.assignment():
