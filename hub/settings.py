@@ -83,7 +83,12 @@ class Settings(BaseSettings):
     # -- pipeline ----------------------------------------------------------------------------
     app_id: str = Field("omnihub-pipeline", description="Faust app id = consumer group")
     batch_size: int = Field(500, ge=1, description="ingest batch: at most this many events")
-    batch_within: float = Field(0.05, gt=0, description="ingest batch: at most this long, s")
+    batch_within: float = Field(
+        0.05, gt=0, description="ingest batch: its oldest event waits at most this long, s"
+    )
+    batch_quiet: float = Field(
+        0.002, gt=0, description="ingest batch: taken once no new event came for this long, s"
+    )
     reopen_window: float = Field(
         7 * 86400.0, ge=0, description="a customer message within this many seconds of "
         "resolving a conversation reopens it; later ones open a new conversation",

@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from hub.settings import Settings
 from pipeline import topics
 from pipeline.agents.ingest import BatchResult, Ingestor, RawRecord
+from pipeline.batching import take
 from pipeline.contract import utcnow
 from pipeline.publish import FaustPublisher
 from router.service import RouterConfig
@@ -103,8 +104,9 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.agent(inbound, name="ingest")
     async def ingest(stream: faust.StreamT[Any]) -> None:
-        # noack_take: offsets are acknowledged by us, only after the batch is durable, so a
-        # crash or a stop in the middle of a batch never commits it.
+        # take (pipeline/batching.py): batches follow the traffic, and offsets are
+        # acknowledged by us, only after the batch is durable, so a crash or a stop in the
+        # middle of a batch never commits it.
         # Two batches overlap: while one batch's events are on their way to the broker the
         # next one is written to the store. Events leave in batch order (a batch is published
         # only after the previous one was acknowledged) and each batch is acked only after
@@ -116,7 +118,9 @@ def create_app(settings: Settings) -> faust.App:
             for e in events:
                 await stream.ack(e)
 
-        async for events in stream.noack_take(settings.batch_size, within=settings.batch_within):
+        async for events in take(
+            stream, settings.batch_size, settings.batch_within, settings.batch_quiet
+        ):
             ingestor = state["ingestor"]
             while ingestor is None:
                 await app.sleep(0.1)
