@@ -21,7 +21,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, WebSocketRoute
+from playwright.async_api import Browser, BrowserContext, Page, WebSocketRoute, expect
 
 from tests.e2e.browser import ARTIFACTS, chromium
 from tests.e2e.test_user_story import PORT_FLAGS, Stack
@@ -506,11 +506,12 @@ async def test_markup_from_customers_stays_inert(
     subject = await page.locator("#timeline .item.in .subject").last.text_content()
     assert subject == PAYLOADS[0] + " سفارش"
     assert "default-src 'none'" in srcdoc  # the frame's own, narrower policy
-    email_frame = next(f for f in page.frames if f.url == "about:srcdoc")
-    assert "Hello" in await email_frame.inner_text("body")
+    # (a frame locator waits for the frame's own document: right after the element appears
+    # its frame may still be the initial about:blank)
+    email_frame = page.frame_locator("#timeline iframe.email").last
+    await email_frame.locator("body", has_text="Hello").wait_for(timeout=10_000)
     # …which still lets the console's mail stylesheet in (14px, not the browser's 16px)
-    size = await email_frame.evaluate("getComputedStyle(document.documentElement).fontSize")
-    assert size == "14px"
+    await expect(email_frame.locator("html")).to_have_css("font-size", "14px")
     # the attachment is a link that downloads the stored bytes under the name it had
     link = page.locator("#timeline .attachments a", has_text=invoice)
     async with page.expect_download() as info:
