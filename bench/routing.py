@@ -84,6 +84,25 @@ async def router_passes(s: aiohttp.ClientSession) -> dict[str, float]:
     return out
 
 
+async def worker_batches(url: str | None) -> dict[str, float]:
+    """The worker's ingest batches so far, from its /metrics: count and summed records, and
+    summed seconds of the store's part (write) and of the events' (publish)."""
+    out: dict[str, float] = {}
+    if url is None:
+        return out
+    try:
+        async with aiohttp.ClientSession() as s, s.get(f"{url}/metrics") as r:
+            text = await r.text()
+    except (aiohttp.ClientError, TimeoutError, OSError):
+        return out
+    for line in text.splitlines():
+        m = re.match(r'omnihub_ingest_(batch_size|stage_seconds)_(sum|count)(?:\{stage="(\w+)"\})? '
+                     r'(\S+)', line)
+        if m:
+            out[f"{m.group(3) or 'size'}_{m.group(2)}"] = float(m.group(4))
+    return out
+
+
 def pct(values: Sequence[float], p: float) -> float | None:
     if not values:
         return None
@@ -237,7 +256,8 @@ async def hop_phase(kafka: str) -> dict[str, Any]:
 
 
 async def latency_phase(
-    a: argparse.Namespace, api: str, system: str, kafka: str | None, pids: list[int]
+    a: argparse.Namespace, api: str, system: str, kafka: str | None, pids: list[int],
+    worker: str | None = None,
 ) -> dict[str, Any]:
     run = uuid.uuid4().hex[:8]
     recorded: dict[tuple[int, int], float] = {}
@@ -341,7 +361,7 @@ async def latency_phase(
 
         meter = _stack.CpuMeter([*pids, os.getpid()])
         meter.start()
-        passes0 = await router_passes(s)
+        passes0, batches0 = await router_passes(s), await worker_batches(worker)
         t0 = time.monotonic()
         posts = []
         for at, cid, j in plan:
@@ -352,8 +372,10 @@ async def latency_phase(
         await asyncio.gather(*posts)
         sent_s = time.monotonic() - t0
         cpu = meter.stop()  # while the messages come in (what the latencies above met)
-        passes1 = await router_passes(s)
+        passes1, batches1 = await router_passes(s), await worker_batches(worker)
         moved = {k: passes1.get(k, 0.0) - passes0.get(k, 0.0) for k in passes1}
+        wrote = {k: batches1.get(k, 0.0) - batches0.get(k, 0.0) for k in batches1}
+        n_batches = wrote.get("size_count", 0.0)
         n_passes = moved.get("decide_count", 0.0)
         firsts = {cid for cid, j in posted if j == 0}
         deadline = time.monotonic() + a.drain
@@ -398,6 +420,11 @@ async def latency_phase(
         "router_pass_wait_ms": moved.get("wait_sum", 0.0) / n_passes * 1000 if n_passes else None,
         "router_pass_ms": moved.get("decide_sum", 0.0) / n_passes * 1000 if n_passes else None,
         "router_deciding": moved.get("decide_sum", 0.0) / sent_s if n_passes else None,
+        "worker_batches": n_batches,
+        "worker_batch_size": wrote.get("size_sum", 0.0) / n_batches if n_batches else None,
+        "worker_write_ms": wrote.get("write_sum", 0.0) / n_batches * 1000 if n_batches else None,
+        "worker_publish_ms": (wrote.get("publish_sum", 0.0) / n_batches * 1000
+                              if n_batches else None),
     }
 
 
@@ -508,8 +535,9 @@ async def run(a: argparse.Namespace) -> int:
         if a.kafka:
             log("broker: one produce → consume hop, 40 times per fetch wait, idle stack …")
             res.update(await hop_phase(a.kafka))
-        res.update(await latency_phase(a, a.api, system, a.kafka,
-                                       stack.pids() if stack is not None else []))
+        res.update(await latency_phase(
+            a, a.api, system, a.kafka, stack.pids() if stack is not None else [],
+            f"http://127.0.0.1:{stack.ports['worker']}" if stack is not None else None))
         log(f"service: routing {a.conversations} waiting conversations in-process …")
         res.update(await service_phase(a.mongo, a.conversations, a.agents))
     finally:
@@ -543,7 +571,12 @@ async def run(a: argparse.Namespace) -> int:
         + (f"  router passes       {res['router_passes']:.0f} while posting, one at a time: "
            f"each waited {fmt(res['router_pass_wait_ms'])} ms for the one under way and took "
            f"{fmt(res['router_pass_ms'])} ms; deciding {res['router_deciding']:.0%} of the time\n"
-           if res.get("router_passes") else "") +
+           if res.get("router_passes") else "")
+        + (f"  worker batches      {res['worker_batches']:.0f} while posting, "
+           f"{fmt(res['worker_batch_size'], 1)} messages each: store part "
+           f"{fmt(res['worker_write_ms'])} ms, then its events to the broker "
+           f"{fmt(res['worker_publish_ms'])} ms (the next batch is written meanwhile)\n"
+           if res.get("worker_batches") else "") +
         f"  service             {fmt(res['service_decisions_per_s'])} decisions/s end to end; "
         f"store limit for its {res['writes_per_decision']} writes "
         f"{fmt(res['store_limit_decisions_per_s'])}/s → ratio "
