@@ -13,10 +13,10 @@ import asyncio
 import base64
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Histogram
@@ -37,6 +37,8 @@ from unify.text import name_tokens
 log = logging.getLogger("omnihub.ingest")
 
 SOURCE = "/omnihub/pipeline"
+A = TypeVar("A")
+B = TypeVar("B")
 
 EVENTS = Counter("omnihub_ingest_events_total", "records handled by ingest", ["outcome"])
 BATCH_SECONDS = Histogram(
@@ -257,7 +259,11 @@ class Ingestor:
             Sighting(i.event.id, i.identifiers, i.message.occurred_at, i.claimed) for i in items
         ]
         names = {i.event.id: i.message.display_name for i in items}
-        resolved = await resolve(store, sightings, self.policy, names)
+        # a replayed interaction keeps the conversation it got first time: read alongside
+        resolved, recorded = await _together(
+            resolve(store, sightings, self.policy, names),
+            interactions.conversation_of(store, [i.event.id for i in items]),
+        )
         by_event = resolved.decisions
 
         # customers: the shells created for this batch come alive, newly linked identifiers
@@ -302,8 +308,7 @@ class Ingestor:
             now,
         )
 
-        # conversations: a replayed interaction keeps the conversation it got first time
-        recorded = await interactions.conversation_of(store, [i.event.id for i in items])
+        # conversations
         keys = {
             i.event.id: (by_event[i.event.id].customer_id, i.message.channel, i.message.thread)
             for i in items
@@ -321,8 +326,9 @@ class Ingestor:
             if conv_id is not None and conv_id not in fresh:
                 at = item.message.occurred_at
                 touch[conv_id] = max(touch.get(conv_id, at), at)
-        await interactions.record_many(store, docs)
-        await conversations.touch_many(store, touch)
+        await _together(
+            interactions.record_many(store, docs), conversations.touch_many(store, touch)
+        )
 
         # a concurrent merge may have made one of our customers a tombstone meanwhile
         live = await merges.settle(store, list(first_event))
@@ -514,6 +520,21 @@ class Ingestor:
                     cid,
                 )
         return out
+
+
+async def _together(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
+    """Both results; the store serves the two at once. If one fails, the other is cancelled
+    before the error is raised as it is (a retry of the batch never runs beside a leftover
+    step of the attempt before; every step is idempotent, so a cancelled one is harmless)."""
+    tasks = (asyncio.ensure_future(first), asyncio.ensure_future(second))
+    try:
+        a, b = await asyncio.gather(*tasks)
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    return a, b
 
 
 def _id_or_none(doc: Doc | None) -> str | None:
