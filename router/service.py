@@ -37,6 +37,7 @@ from pymongo.errors import PyMongoError
 from pipeline import contract as c
 from pipeline import topics
 from pipeline.publish import Publisher, Record
+from pipeline.together import together
 from router import policy, sla
 from router.classification import classification
 from router.errors import RoutingError
@@ -78,6 +79,7 @@ SEEN_MAX = 10_000
 SLA_EVERY = 5  # sweeps between SLA checks (a minute-scale clock needs no 1 s check)
 LEAK_GRACE = 10.0  # seconds past an offer's life before a hold with no owner is returned
 MESSAGE_FIELDS = {"conversation_id": 1, "direction": 1, "occurred_at": 1, "subject": 1, "text": 1}
+STICKY_ALONGSIDE = 50  # a new conversations' pass this small reads stickiness with the agents
 UNRECORDED_GRACE = timedelta(seconds=10)  # a conversation with no message yet waits this long
 
 __all__ = ["Router", "RouterConfig", "RoutingError", "send_json"]
@@ -550,9 +552,12 @@ class Router:
         if not waiting:
             return []
         # just opened or reopened: those the worker classified have their SLA clocks running
-        # (the others get their timers when classified)
-        await sla.arm(self.store, [d for d in waiting if d.get("classified_at") is not None])
-        made = await self._route_docs(waiting, exclude, fresh=True)
+        # (the others get their timers when classified); their timers are written while the
+        # pass runs (a timer does not depend on who is offered the conversation)
+        _, made = await together(
+            sla.arm(self.store, [d for d in waiting if d.get("classified_at") is not None]),
+            self._route_docs(waiting, exclude, fresh=True),
+        )
         placed = {o["conversation_id"] for o in made}
         self._remember([d for d in waiting if d["_id"] not in placed])
         return made
@@ -592,9 +597,22 @@ class Router:
         window = timedelta(seconds=self.config.sticky_window)
         # classified even when nobody has room: queue order and SLA clocks depend on it
         docs = await self._classified_many(docs)
+        # a few just-opened conversations: who served their customers is read alongside the
+        # agents (one round trip less; a read wasted only when nobody has room)
+        served: dict[str, tuple[str, Any]] | None = None
         for round_ in range(RESERVE_ROUNDS):
             if pool is None or round_ > 0:
-                pool = await agents.online(self.store)
+                if fresh and round_ == 0 and len(docs) <= STICKY_ALONGSIDE:
+                    online, served = await together(
+                        agents.online(self.store),
+                        conversations.last_served_many(
+                            self.store, [d["customer_id"] for d in docs], c.utcnow() - window
+                        ),
+                    )
+                    pool = online
+                else:
+                    pool = await agents.online(self.store)
+                    served = None
             if not _has_room(pool):
                 return made  # nobody has room: nothing to decide
             views = {d["_id"]: self._view(d, exclude) for d in docs}
@@ -623,10 +641,12 @@ class Router:
             if not first:
                 return made
             # stickiness matters only for conversations someone can take: look it up for those
-            since = now - window
-            served = await conversations.last_served_many(
-                self.store, [by_id[v.conversation_id]["customer_id"] for v, _ in first], since
-            )
+            if served is None:
+                served = await conversations.last_served_many(
+                    self.store,
+                    [by_id[v.conversation_id]["customer_id"] for v, _ in first],
+                    now - window,
+                )
             stuck = [self._with_sticky(v, served.get(by_id[v.conversation_id]["customer_id"]))
                      for v, _ in first]
             planned = policy.plan(stuck, [agent_view(a) for a in pool], now, window)

@@ -13,10 +13,10 @@ import asyncio
 import base64
 import logging
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Histogram
@@ -26,6 +26,7 @@ from pipeline import contract as c
 from pipeline import topics
 from pipeline.agents.resolve import resolve
 from pipeline.publish import Publisher, Record
+from pipeline.together import together
 from router.classification import Config as RoutingConfig
 from router.classification import classification
 from store import conversations, customers, interactions, merges
@@ -37,8 +38,6 @@ from unify.text import name_tokens
 log = logging.getLogger("omnihub.ingest")
 
 SOURCE = "/omnihub/pipeline"
-A = TypeVar("A")
-B = TypeVar("B")
 
 EVENTS = Counter("omnihub_ingest_events_total", "records handled by ingest", ["outcome"])
 BATCH_SECONDS = Histogram(
@@ -260,7 +259,7 @@ class Ingestor:
         ]
         names = {i.event.id: i.message.display_name for i in items}
         # a replayed interaction keeps the conversation it got first time: read alongside
-        resolved, recorded = await _together(
+        resolved, recorded = await together(
             resolve(store, sightings, self.policy, names),
             interactions.conversation_of(store, [i.event.id for i in items]),
         )
@@ -326,7 +325,7 @@ class Ingestor:
             if conv_id is not None and conv_id not in fresh:
                 at = item.message.occurred_at
                 touch[conv_id] = max(touch.get(conv_id, at), at)
-        await _together(
+        await together(
             interactions.record_many(store, docs), conversations.touch_many(store, touch)
         )
 
@@ -520,21 +519,6 @@ class Ingestor:
                     cid,
                 )
         return out
-
-
-async def _together(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
-    """Both results; the store serves the two at once. If one fails, the other is cancelled
-    before the error is raised as it is (a retry of the batch never runs beside a leftover
-    step of the attempt before; every step is idempotent, so a cancelled one is harmless)."""
-    tasks = (asyncio.ensure_future(first), asyncio.ensure_future(second))
-    try:
-        a, b = await asyncio.gather(*tasks)
-    except BaseException:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
-    return a, b
 
 
 def _id_or_none(doc: Doc | None) -> str | None:

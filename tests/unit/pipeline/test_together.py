@@ -1,50 +1,61 @@
-"""The worker runs two independent store steps at once (pipeline/agents/ingest.py)."""
+"""Two independent store steps at once (pipeline/together.py), as the worker and the router
+run them."""
 
 from __future__ import annotations
 
 import asyncio
 
 import pytest
-from pymongo.errors import AutoReconnect
+from pymongo.errors import AutoReconnect, OperationFailure
 
-from pipeline.agents.ingest import _together
+from pipeline.together import together
+
+
+async def step(name: str, delay: float, log: list[str]) -> str:
+    log.append(f"{name} started")
+    await asyncio.sleep(delay)
+    log.append(f"{name} done")
+    return name
 
 
 async def test_both_results_in_order_and_the_steps_overlap() -> None:
-    started: list[str] = []
-
-    async def step(name: str, delay: float) -> str:
-        started.append(name)
-        await asyncio.sleep(delay)
-        return name
-
+    log: list[str] = []
     loop = asyncio.get_running_loop()
     t0 = loop.time()
-    assert await _together(step("a", 0.2), step("b", 0.2)) == ("a", "b")
-    assert loop.time() - t0 < 0.35  # at once, not one after the other
-    assert started == ["a", "b"]
+    assert await together(step("a", 0.2, log), step("b", 0.1, log)) == ("a", "b")
+    assert loop.time() - t0 < 0.3  # at once, not one after the other
+    assert log == ["a started", "b started", "b done", "a done"]
 
 
-async def test_a_failure_cancels_the_other_step_and_is_raised_as_it_is() -> None:
-    finished: list[str] = []
-    cancelled = asyncio.Event()
-
-    async def slow() -> None:
-        try:
-            await asyncio.sleep(5)
-            finished.append("slow")
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
+async def test_a_failure_lets_the_other_step_finish_then_is_raised_as_it_is() -> None:
+    log: list[str] = []
 
     async def failing() -> None:
         await asyncio.sleep(0.01)
         raise AutoReconnect("store went away")
 
-    # the caller's retry (Ingestor._retrying) catches the driver's own error type, so it
-    # must not arrive wrapped in an ExceptionGroup
+    # the worker's retry catches the driver's own error type: never an ExceptionGroup
     with pytest.raises(AutoReconnect, match="store went away"):
-        await _together(slow(), failing())
-    assert cancelled.is_set()  # and it is over before the error is raised: no leftover
+        await together(step("pass", 0.2, log), failing())
+    # the other step was not cut off in the middle, and is over before the error arrives
+    assert log == ["pass started", "pass done"]
+
+
+async def test_when_both_fail_the_first_steps_error_is_raised() -> None:
+    async def fail(exc: Exception) -> None:
+        await asyncio.sleep(0)
+        raise exc
+
+    with pytest.raises(OperationFailure, match="first"):
+        await together(fail(OperationFailure("first")), fail(AutoReconnect("second")))
+
+
+async def test_cancelling_the_caller_cancels_both_steps() -> None:
+    log: list[str] = []
+    task = asyncio.ensure_future(together(step("a", 5, log), step("b", 5, log)))
     await asyncio.sleep(0.05)
-    assert finished == []
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.05)
+    assert log == ["a started", "b started"]
