@@ -63,7 +63,7 @@ bench-email: $(VENV)/.dev .apt-test-deps
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
-	$(BIN)/mypy unify pipeline/contract.py pipeline/batching.py router/policy.py
+	$(BIN)/mypy unify pipeline/contract.py pipeline/batching.py pipeline/together.py router/policy.py
 
 schemas: $(VENV)/.dev
 	$(BIN)/python -m pipeline.schemas

@@ -16,7 +16,9 @@ Phases, one run:
      message's 202; follow-ups are timed to their `message` push on the assigned agent's
      socket. Agents accept at once and resolve after the conversation ends, so capacity frees
      and the queue keeps moving. The CPU each process of the stack used while the messages
-     were posted is printed beside;
+     were posted is printed beside, with the router's passes (from the API's /metrics) and
+     the worker's batches (from its /metrics: messages each, the store's part and the time
+     its events took to the broker);
   4. service: a Router in this process, on a scratch database of the same MongoDB server,
      drains N waiting conversations to agents with room: decisions per second, end to end
      (classification, reservation, offer, claim);

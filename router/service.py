@@ -37,7 +37,7 @@ from pymongo.errors import PyMongoError
 from pipeline import contract as c
 from pipeline import topics
 from pipeline.publish import Publisher, Record
-from pipeline.together import together
+from pipeline.together import AT_ONCE_MAX, together
 from router import policy, sla
 from router.classification import classification
 from router.errors import RoutingError
@@ -79,7 +79,6 @@ SEEN_MAX = 10_000
 SLA_EVERY = 5  # sweeps between SLA checks (a minute-scale clock needs no 1 s check)
 LEAK_GRACE = 10.0  # seconds past an offer's life before a hold with no owner is returned
 MESSAGE_FIELDS = {"conversation_id": 1, "direction": 1, "occurred_at": 1, "subject": 1, "text": 1}
-STICKY_ALONGSIDE = 50  # a new conversations' pass this small reads stickiness with the agents
 UNRECORDED_GRACE = timedelta(seconds=10)  # a conversation with no message yet waits this long
 
 __all__ = ["Router", "RouterConfig", "RoutingError", "send_json"]
@@ -557,6 +556,7 @@ class Router:
         _, made = await together(
             sla.arm(self.store, [d for d in waiting if d.get("classified_at") is not None]),
             self._route_docs(waiting, exclude, fresh=True),
+            at_once=len(waiting) <= AT_ONCE_MAX,
         )
         placed = {o["conversation_id"] for o in made}
         self._remember([d for d in waiting if d["_id"] not in placed])
@@ -602,7 +602,7 @@ class Router:
         served: dict[str, tuple[str, Any]] | None = None
         for round_ in range(RESERVE_ROUNDS):
             if pool is None or round_ > 0:
-                if fresh and round_ == 0 and len(docs) <= STICKY_ALONGSIDE:
+                if fresh and round_ == 0 and len(docs) <= AT_ONCE_MAX:
                     online, served = await together(
                         agents.online(self.store),
                         conversations.last_served_many(

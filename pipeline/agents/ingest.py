@@ -26,7 +26,7 @@ from pipeline import contract as c
 from pipeline import topics
 from pipeline.agents.resolve import resolve
 from pipeline.publish import Publisher, Record
-from pipeline.together import together
+from pipeline.together import AT_ONCE_MAX, together
 from router.classification import Config as RoutingConfig
 from router.classification import classification
 from store import conversations, customers, interactions, merges
@@ -259,9 +259,11 @@ class Ingestor:
         ]
         names = {i.event.id: i.message.display_name for i in items}
         # a replayed interaction keeps the conversation it got first time: read alongside
+        small = len(items) <= AT_ONCE_MAX  # see pipeline/together.py
         resolved, recorded = await together(
             resolve(store, sightings, self.policy, names),
             interactions.conversation_of(store, [i.event.id for i in items]),
+            at_once=small,
         )
         by_event = resolved.decisions
 
@@ -326,7 +328,9 @@ class Ingestor:
                 at = item.message.occurred_at
                 touch[conv_id] = max(touch.get(conv_id, at), at)
         await together(
-            interactions.record_many(store, docs), conversations.touch_many(store, touch)
+            interactions.record_many(store, docs),
+            conversations.touch_many(store, touch),
+            at_once=small,
         )
 
         # a concurrent merge may have made one of our customers a tombstone meanwhile

@@ -59,3 +59,24 @@ async def test_cancelling_the_caller_cancels_both_steps() -> None:
         await task
     await asyncio.sleep(0.05)
     assert log == ["a started", "b started"]
+
+
+async def test_one_after_the_other_when_not_at_once() -> None:
+    log: list[str] = []
+    assert await together(step("a", 0.05, log), step("b", 0.01, log), at_once=False) == (
+        "a",
+        "b",
+    )
+    assert log == ["a started", "a done", "b started", "b done"]
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # "coroutine ... was never awaited"
+async def test_one_after_the_other_a_failure_of_the_first_means_the_second_never_starts() -> None:
+    log: list[str] = []
+
+    async def failing() -> None:
+        raise AutoReconnect("store went away")
+
+    with pytest.raises(AutoReconnect):
+        await together(failing(), step("b", 0.01, log), at_once=False)
+    assert log == []
