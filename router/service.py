@@ -168,6 +168,7 @@ class Router:
         self._drain_again = False
         self._gate = asyncio.Semaphore(PARALLEL)
         self._deciding = asyncio.Lock()  # one routing pass at a time (see _route_docs)
+        self._room = True  # whether the last pass found an agent with room (see _decide)
         self._queue: list[Doc] | None = None
         # customer and first words read while classifying, for the offer that follows
         self._seen: dict[str, tuple[Doc | None, str | None]] = {}
@@ -598,11 +599,12 @@ class Router:
         # classified even when nobody has room: queue order and SLA clocks depend on it
         docs = await self._classified_many(docs)
         # a few just-opened conversations: who served their customers is read alongside the
-        # agents (one round trip less; a read wasted only when nobody has room)
+        # agents (one round trip less), unless the last pass found nobody with room (then the
+        # read would likely be wasted: with nobody online, every pass would pay for it)
         served: dict[str, tuple[str, Any]] | None = None
         for round_ in range(RESERVE_ROUNDS):
             if pool is None or round_ > 0:
-                if fresh and round_ == 0 and len(docs) <= AT_ONCE_MAX:
+                if fresh and round_ == 0 and len(docs) <= AT_ONCE_MAX and self._room:
                     online, served = await together(
                         agents.online(self.store),
                         conversations.last_served_many(
@@ -613,7 +615,8 @@ class Router:
                 else:
                     pool = await agents.online(self.store)
                     served = None
-            if not _has_room(pool):
+            self._room = _has_room(pool)
+            if not self._room:
                 return made  # nobody has room: nothing to decide
             views = {d["_id"]: self._view(d, exclude) for d in docs}
             now = c.utcnow()
