@@ -469,7 +469,13 @@ class WebchatConnector(Connector):
         task.add_done_callback(self._background.discard)
 
     async def _publish_typing(self, tab: Tab, state: str) -> None:
-        """Visitor typing → customer-event stream (the router pushes it to the agent)."""
+        """Visitor typing → customer-event stream (the router pushes it to the agent). One
+        tab's signals go one at a time, in order (asyncio's lock is first come, first
+        served, and the tasks start in the order they were made)."""
+        async with tab.typing_lock:
+            await self._publish_typing_now(tab, state)
+
+    async def _publish_typing_now(self, tab: Tab, state: str) -> None:
         try:
             found = await self._conversation(tab)
             if found is None:

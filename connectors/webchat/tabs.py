@@ -47,6 +47,9 @@ class Tab:
     typing_at: float = 0.0
     # (customer id, conversation id, valid until) found for typing signals
     conversation: tuple[str, str, float] | None = None
+    # typing signals leave one at a time, in the order typed (a "stop" overtaking its "start"
+    # would leave the agent's indicator on)
+    typing_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
     dropped: bool = False
     _queue: asyncio.Queue[str] = field(init=False)
     _writer: asyncio.Task[None] | None = field(default=None, init=False)
