@@ -70,39 +70,32 @@ def log(msg: str) -> None:
     print(f"bench: {msg}", file=sys.stderr, flush=True)
 
 
-async def router_passes(s: aiohttp.ClientSession) -> dict[str, float]:
-    """The API's routing passes so far, from its /metrics: count and summed seconds of the
-    wait for the pass under way and of the pass's own work."""
-    out: dict[str, float] = {}
-    try:
-        async with s.get("/metrics") as r:
-            text = await r.text()
-    except (aiohttp.ClientError, TimeoutError, OSError):
-        return out
-    for line in text.splitlines():
-        m = re.match(r'omnihub_router_pass_seconds_(sum|count)\{part="(\w+)"\} (\S+)', line)
-        if m:
-            out[f"{m.group(2)}_{m.group(1)}"] = float(m.group(3))
-    return out
-
-
-async def worker_batches(url: str | None) -> dict[str, float]:
-    """The worker's ingest batches so far, from its /metrics: count and summed records, and
-    summed seconds of the store's part (write) and of the events' (publish)."""
-    out: dict[str, float] = {}
+async def scraped(url: str | None, pattern: str) -> list[re.Match[str]]:
+    """The lines of a service's Prometheus /metrics that match ``pattern`` (none if it has no
+    URL or does not answer)."""
     if url is None:
-        return out
+        return []
     try:
         async with aiohttp.ClientSession() as s, s.get(f"{url}/metrics") as r:
             text = await r.text()
     except (aiohttp.ClientError, TimeoutError, OSError):
-        return out
-    for line in text.splitlines():
-        m = re.match(r'omnihub_ingest_(batch_size|stage_seconds)_(sum|count)(?:\{stage="(\w+)"\})? '
-                     r'(\S+)', line)
-        if m:
-            out[f"{m.group(3) or 'size'}_{m.group(2)}"] = float(m.group(4))
-    return out
+        return []
+    return [m for line in text.splitlines() if (m := re.match(pattern, line))]
+
+
+async def router_passes(api: str) -> dict[str, float]:
+    """The API's routing passes so far: count and summed seconds of the wait for the pass
+    under way and of the pass's own work."""
+    found = await scraped(api, r'omnihub_router_pass_seconds_(sum|count)\{part="(\w+)"\} (\S+)')
+    return {f"{m[2]}_{m[1]}": float(m[3]) for m in found}
+
+
+async def worker_batches(url: str | None) -> dict[str, float]:
+    """The worker's ingest batches so far: count and summed records, and summed seconds of
+    the store's part (write) and of the events' (publish)."""
+    found = await scraped(url, r'omnihub_ingest_(batch_size|stage_seconds)_(sum|count)'
+                               r'(?:\{stage="(\w+)"\})? (\S+)')
+    return {f"{m[3] or 'size'}_{m[2]}": float(m[4]) for m in found}
 
 
 def pct(values: Sequence[float], p: float) -> float | None:
@@ -363,7 +356,7 @@ async def latency_phase(
 
         meter = _stack.CpuMeter([*pids, os.getpid()])
         meter.start()
-        passes0, batches0 = await router_passes(s), await worker_batches(worker)
+        passes0, batches0 = await router_passes(api), await worker_batches(worker)
         t0 = time.monotonic()
         posts = []
         for at, cid, j in plan:
@@ -374,7 +367,7 @@ async def latency_phase(
         await asyncio.gather(*posts)
         sent_s = time.monotonic() - t0
         cpu = meter.stop()  # while the messages come in (what the latencies above met)
-        passes1, batches1 = await router_passes(s), await worker_batches(worker)
+        passes1, batches1 = await router_passes(api), await worker_batches(worker)
         moved = {k: passes1.get(k, 0.0) - passes0.get(k, 0.0) for k in passes1}
         wrote = {k: batches1.get(k, 0.0) - batches0.get(k, 0.0) for k in batches1}
         n_batches = wrote.get("size_count", 0.0)

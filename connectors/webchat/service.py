@@ -473,39 +473,36 @@ class WebchatConnector(Connector):
         tab's signals go one at a time, in order (asyncio's lock is first come, first
         served, and the tasks start in the order they were made)."""
         async with tab.typing_lock:
-            await self._publish_typing_now(tab, state)
-
-    async def _publish_typing_now(self, tab: Tab, state: str) -> None:
-        try:
-            found = await self._conversation(tab)
-            if found is None:
-                return  # no conversation yet: nobody to show it to
-            customer_id, conversation_id = found
-            data = c.Typing(
-                conversation_id=conversation_id,
-                customer_id=customer_id,
-                channel="webchat",
-                account=tab.inbox,
-                thread=tab.session,
-                who="visitor",
-                state=state,  # type: ignore[arg-type]
-                identifier=f"webchat:{tab.visitor_id}",
-                at=c.utcnow(),
-            )
-            event = c.envelope(
-                c.CONVERSATION_TYPING,
-                data,
-                id=c.deterministic_id(
-                    conversation_id, "typing", tab.visitor_id, data.at.isoformat()
-                ),
-                source=self.source,
-                subject=customer_id,
-            )
-            await self.publisher.publish(
-                [Record(topics.CUSTOMER_EVENTS, customer_id.encode(), event.to_json())]
-            )
-        except Exception as exc:  # a lost typing signal is harmless: log and go on
-            log.debug("webchat.typing_not_sent error=%r", exc)
+            try:
+                found = await self._conversation(tab)
+                if found is None:
+                    return  # no conversation yet: nobody to show it to
+                customer_id, conversation_id = found
+                data = c.Typing(
+                    conversation_id=conversation_id,
+                    customer_id=customer_id,
+                    channel="webchat",
+                    account=tab.inbox,
+                    thread=tab.session,
+                    who="visitor",
+                    state=state,  # type: ignore[arg-type]
+                    identifier=f"webchat:{tab.visitor_id}",
+                    at=c.utcnow(),
+                )
+                event = c.envelope(
+                    c.CONVERSATION_TYPING,
+                    data,
+                    id=c.deterministic_id(
+                        conversation_id, "typing", tab.visitor_id, data.at.isoformat()
+                    ),
+                    source=self.source,
+                    subject=customer_id,
+                )
+                await self.publisher.publish(
+                    [Record(topics.CUSTOMER_EVENTS, customer_id.encode(), event.to_json())]
+                )
+            except Exception as exc:  # a lost typing signal is harmless: log and go on
+                log.debug("webchat.typing_not_sent error=%r", exc)
 
     async def _conversation(self, tab: Tab) -> tuple[str, str] | None:
         now = time.monotonic()
