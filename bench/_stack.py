@@ -177,7 +177,7 @@ class EmbeddedStack:
     omnihub: str
     data_dir: Path
     ports: dict[str, int]
-    partitions: int = 4
+    partitions: int = 1  # hub.embedded.EMBEDDED_PARTITIONS, what `omnihub up` creates
     ready_timeout: float = 120.0
     proc: asyncio.subprocess.Process | None = None
     info: dict[str, str] = field(default_factory=dict)

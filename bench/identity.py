@@ -56,6 +56,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pymongo import AsyncMongoClient, UpdateOne
 
 from connectors.base import inbound_key
+from hub.embedded import EMBEDDED_PARTITIONS
 from pipeline import contract as c
 from pipeline import topics
 from store import claims, conversations, customers, identities, interactions, merges
@@ -898,8 +899,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g = p.add_argument_group("embedded stack (always its own `omnihub up`, in a temp folder)")
     g.add_argument("--ports", default="17000-17999",
                    help="range to pick the stack's 6 free ports from (default 17000-17999)")
-    g.add_argument("--partitions", type=int, default=4,
-                   help="partitions of the stack's topics (default 4)")
+    g.add_argument("--partitions", type=int, default=EMBEDDED_PARTITIONS,
+                   help="partitions of the stack's topics (default 1, as omnihub up)")
     g.add_argument("--keep-data", action="store_true",
                    help="keep the temporary data folder and logs (kept anyway on failure)")
     g.add_argument("--omnihub", default=str(Path(sys.executable).with_name("omnihub")),

@@ -50,6 +50,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pymongo import AsyncMongoClient
 
 from connectors.base import inbound_key
+from hub.embedded import EMBEDDED_PARTITIONS
 from pipeline import contract as c
 from pipeline import topics
 from store.mongo import INDEXES
@@ -767,8 +768,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g = p.add_argument_group("embedded stack (started unless --api is given)")
     g.add_argument("--ports", default="18000-18999",
                    help="range to pick the stack's 5 free ports from (default 18000-18999)")
-    g.add_argument("--partitions", type=int, default=4,
-                   help="partitions of the stack's topics and of the raw topic (default 4)")
+    g.add_argument("--partitions", type=int, default=EMBEDDED_PARTITIONS,
+                   help="partitions of the stack's topics and of the raw topic (default 1, "
+                   "as omnihub up)")
     g.add_argument("--idle", type=float, default=3.0,
                    help="seconds to idle after ready before taking the RSS (default 3)")
     g.add_argument("--keep-data", action="store_true",

@@ -40,7 +40,7 @@ import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from hub.embedded import find_tansu
+from hub.embedded import EMBEDDED_PARTITIONS, find_tansu
 from pipeline import contract as c
 from pipeline import topics
 
@@ -658,7 +658,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--settle", type=float, default=3.0, help="idle seconds after ready (3)")
     p.add_argument("--ports", default="19000-19999", help="range for the stack's 7 ports")
-    p.add_argument("--partitions", type=int, default=4)
+    p.add_argument("--partitions", type=int, default=EMBEDDED_PARTITIONS,
+                   help="partitions of the stack's topics (default 1, as omnihub up)")
     p.add_argument(
         "--broker",
         choices=("embedded", "memory"),

@@ -61,7 +61,9 @@ def stack_options(fn: Any) -> Any:
         click.option(
             "--webchat-port", type=int, help="web chat widget/WebSocket port [8405]"
         ),
-        click.option("--partitions", type=int, help="partitions of created topics [4]"),
+        click.option(
+            "--partitions", type=int, help="partitions of created topics [4; omnihub up: 1]"
+        ),
         click.option("--log-level", help="debug|info|warning [info]"),
     ]
     for opt in reversed(opts):

@@ -36,6 +36,14 @@ from store.mongo import connect, ensure_indexes
 
 BUCKET = "tansu"
 
+EMBEDDED_PARTITIONS = 1
+"""Partitions of the topics ``omnihub up`` creates unless told (``--partitions``,
+OMNIHUB_PARTITIONS). Its one worker reads them all, and every partition costs the embedded
+broker a storage listing on each fetch and an object on each produce: with 1 instead of 4
+its S3 server used ~21 % of a core instead of ~32 % at 100 msg/s, and a batch's events
+reached the broker in 14-30 ms instead of 50-81 (bench/HISTORY.md, 2026-11-24). A data
+folder whose topics have more keeps them: the worker reads every partition a topic has."""
+
 
 # ---------------------------------------------------------------------------- preflight
 def find_tansu() -> Path:
@@ -175,7 +183,10 @@ def service_env(settings: Settings) -> dict[str, str]:
 # ---------------------------------------------------------------------------- the stack
 class EmbeddedStack:
     def __init__(self, settings: Settings, out: Callable[[str], None] = print) -> None:
-        self.settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
+        update: dict[str, object] = {"data_dir": settings.data_dir.resolve()}
+        if "partitions" not in settings.model_fields_set:
+            update["partitions"] = EMBEDDED_PARTITIONS
+        self.settings = settings.model_copy(update=update)
         self.out = out
         s = self.settings
         self.sup = Supervisor(

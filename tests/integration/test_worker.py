@@ -273,3 +273,24 @@ async def test_two_workers_racing_on_one_population_agree_with_a_serial_resolver
         await serial.client.drop_database(serial.db.name)
         await serial.close()
     assert got == expected
+
+
+async def test_a_worker_set_to_one_partition_reads_every_partition_the_topic_has(
+    stack: dict[str, Any],
+) -> None:
+    """A data folder made when `omnihub up` created 4 partitions, started by a version that
+    makes 1: its topics keep 4, and the worker (OMNIHUB_PARTITIONS=1) still reads all of them."""
+    first: Worker = stack["worker"]
+    worker = Worker({**first.env, "OMNIHUB_PARTITIONS": "1"}, first.log)
+    worker.start()
+    try:
+        await produce(stack["producer"], [message(i, senders=40) for i in range(120)])
+        assert await wait_count(stack["store"], 120, 60) == 120
+        url = f"http://127.0.0.1:{worker.env['OMNIHUB_WORKER_PORT']}/healthz"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            parts = json.loads(r.read())["partitions"]
+        assert sorted(p for p in parts if p.startswith(topics.INBOUND)) == [
+            f"{topics.INBOUND}:{p}" for p in range(4)
+        ]
+    finally:
+        worker.stop()
