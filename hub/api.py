@@ -44,7 +44,7 @@ def create_app(settings: Settings) -> web.Application:
             settings.bootstrap,
             settings.router_group,
             settings.kafka_session_timeout,
-            settings.kafka_fetch_wait,
+            settings.router_wait,
         )
         app[STORE] = store
         app[customers.ACTIONS] = IdentityActions(

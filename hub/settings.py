@@ -20,6 +20,10 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from unify.identifiers import InvalidIdentifier, parse_identifier
 from unify.resolver import Policy
 
+# The router's default fetch wait, s. An offer crosses two broker hops (API → worker, worker →
+# router); tansu holds each fetch for its whole wait, so a hop costs about half of it.
+ROUTER_FETCH_WAIT = 0.03
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OMNIHUB_", extra="ignore")
@@ -132,6 +136,15 @@ class Settings(BaseSettings):
     # -- router ------------------------------------------------------------------------------
     offer_timeout: float = Field(30.0, gt=0, description="seconds an agent has to accept")
     router_group: str = Field("omnihub-router", description="router consumer group")
+    router_fetch_wait: float | None = Field(
+        None,
+        gt=0,
+        le=10,
+        description="longest the router's fetch of customer events waits, s; unset = 0.03, "
+        "or kafka_fetch_wait if shorter: on tansu an offer waits out about half of it, and "
+        "the short wait costs only this one consumer's polls (the worker keeps "
+        "kafka_fetch_wait, whose batches a shorter wait would shrink)",
+    )
     sticky_window: float = Field(
         86400.0, ge=0, description="seconds the last agent of a customer is preferred"
     )
@@ -339,6 +352,13 @@ class Settings(BaseSettings):
     @property
     def bootstrap(self) -> str:
         return self.kafka_bootstrap or f"{self.host}:{self.kafka_port}"
+
+    @property
+    def router_wait(self) -> float:
+        """The router consumer's fetch wait: ``router_fetch_wait``, else the shorter default."""
+        if self.router_fetch_wait is not None:
+            return self.router_fetch_wait
+        return min(ROUTER_FETCH_WAIT, self.kafka_fetch_wait)
 
     @property
     def idempotence(self) -> bool:

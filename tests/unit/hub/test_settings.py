@@ -45,3 +45,32 @@ def test_unknown_phone_region_is_refused_at_start() -> None:
     with pytest.raises(ValidationError, match="unknown region"):
         Settings(default_region="XX")
     assert Settings(default_region="de").default_region == "DE"
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ({}, 0.03),  # an offer's second broker hop: shorter than the worker's 0.1 s
+        ({"kafka_fetch_wait": 0.01}, 0.01),  # never longer than every consumer's wait
+        ({"router_fetch_wait": 0.25}, 0.25),  # told: as told
+        ({"router_fetch_wait": 0.25, "kafka_fetch_wait": 0.01}, 0.25),
+    ],
+)
+def test_the_router_waits_less_per_fetch_than_the_worker_unless_told(
+    monkeypatch: pytest.MonkeyPatch, given: dict[str, float], expected: float
+) -> None:
+    for k in ("OMNIHUB_ROUTER_FETCH_WAIT", "OMNIHUB_KAFKA_FETCH_WAIT"):
+        monkeypatch.delenv(k, raising=False)
+    s = Settings(**given)
+    assert s.router_wait == expected
+    assert s.kafka_fetch_wait == given.get("kafka_fetch_wait", 0.1)  # the worker's: unchanged
+    monkeypatch.setenv("OMNIHUB_ROUTER_FETCH_WAIT", "0.05")
+    assert Settings().router_wait == 0.05
+
+
+def test_a_router_fetch_wait_out_of_range_is_refused() -> None:
+    from pydantic import ValidationError
+
+    for bad in (0, -1, 11):
+        with pytest.raises(ValidationError, match="router_fetch_wait"):
+            Settings(router_fetch_wait=bad)
