@@ -20,9 +20,11 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from unify.identifiers import InvalidIdentifier, parse_identifier
 from unify.resolver import Policy
 
-# The router's default fetch wait, s. An offer crosses two broker hops (API → worker, worker →
-# router); tansu holds each fetch for its whole wait, so a hop costs about half of it.
+# The router's and the pipeline worker's default fetch waits, s. An offer crosses two broker
+# hops (API → worker, worker → router); tansu holds each fetch for its whole wait, so a hop
+# costs about half of it. The worker's wait also sets how many messages its batches gather.
 ROUTER_FETCH_WAIT = 0.03
+WORKER_FETCH_WAIT = 0.05
 
 
 class Settings(BaseSettings):
@@ -54,9 +56,10 @@ class Settings(BaseSettings):
         0.1,
         gt=0,
         le=10,
-        description="longest a consumer fetch waits for new records, s (the pipeline worker's "
-        "included: tansu answers a waiting fetch only when the wait ends, so this bounds the "
-        "delay of every message; real Kafka answers at once, a short wait costs only idle polls)",
+        description="longest a consumer fetch waits for new records, s (the worker and the "
+        "router wait the shorter of this and their own defaults; tansu answers a waiting "
+        "fetch only when the wait ends, so this bounds the delay of every message; real "
+        "Kafka answers at once, a short wait costs only idle polls)",
     )
 
     broker_retention_hours: float = Field(
@@ -142,8 +145,16 @@ class Settings(BaseSettings):
         le=10,
         description="longest the router's fetch of customer events waits, s; unset = 0.03, "
         "or kafka_fetch_wait if shorter: on tansu an offer waits out about half of it, and "
-        "the short wait costs only this one consumer's polls (the worker keeps "
-        "kafka_fetch_wait, whose batches a shorter wait would shrink)",
+        "the short wait costs only this one consumer's polls",
+    )
+    worker_fetch_wait: float | None = Field(
+        None,
+        gt=0,
+        le=10,
+        description="longest the pipeline worker's fetch of inbound messages waits, s; unset = "
+        "0.05, or kafka_fetch_wait if shorter: on tansu a message waits out about half of it "
+        "before the worker sees it (at 100 msg/s, 50 ms instead of 100 cut an offer's p50 by "
+        "9-35 ms and raised ingest throughput; about 0.5 % of a core more on an idle stack)",
     )
     sticky_window: float = Field(
         86400.0, ge=0, description="seconds the last agent of a customer is preferred"
@@ -359,6 +370,14 @@ class Settings(BaseSettings):
         if self.router_fetch_wait is not None:
             return self.router_fetch_wait
         return min(ROUTER_FETCH_WAIT, self.kafka_fetch_wait)
+
+    @property
+    def worker_wait(self) -> float:
+        """The pipeline worker consumer's fetch wait: ``worker_fetch_wait``, else the shorter
+        default."""
+        if self.worker_fetch_wait is not None:
+            return self.worker_fetch_wait
+        return min(WORKER_FETCH_WAIT, self.kafka_fetch_wait)
 
     @property
     def idempotence(self) -> bool:

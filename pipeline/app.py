@@ -43,7 +43,7 @@ def _fetch_wait(ms: int) -> None:
 
 
 def create_app(settings: Settings) -> faust.App:
-    _fetch_wait(int(settings.kafka_fetch_wait * 1000))
+    _fetch_wait(int(settings.worker_wait * 1000))
     datadir = settings.data_dir / "worker"
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(

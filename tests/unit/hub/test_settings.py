@@ -63,14 +63,36 @@ def test_the_router_waits_less_per_fetch_than_the_worker_unless_told(
         monkeypatch.delenv(k, raising=False)
     s = Settings(**given)
     assert s.router_wait == expected
-    assert s.kafka_fetch_wait == given.get("kafka_fetch_wait", 0.1)  # the worker's: unchanged
+    assert s.kafka_fetch_wait == given.get("kafka_fetch_wait", 0.1)  # everyone else's
     monkeypatch.setenv("OMNIHUB_ROUTER_FETCH_WAIT", "0.05")
     assert Settings().router_wait == 0.05
 
 
-def test_a_router_fetch_wait_out_of_range_is_refused() -> None:
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ({}, 0.05),  # an offer's first broker hop: half of the stack's 0.1 s
+        ({"kafka_fetch_wait": 0.02}, 0.02),  # never longer than every consumer's wait
+        ({"worker_fetch_wait": 0.25}, 0.25),  # told: as told
+        ({"worker_fetch_wait": 0.25, "kafka_fetch_wait": 0.01}, 0.25),
+    ],
+)
+def test_the_worker_waits_less_per_fetch_than_other_consumers_unless_told(
+    monkeypatch: pytest.MonkeyPatch, given: dict[str, float], expected: float
+) -> None:
+    for k in ("OMNIHUB_WORKER_FETCH_WAIT", "OMNIHUB_KAFKA_FETCH_WAIT"):
+        monkeypatch.delenv(k, raising=False)
+    s = Settings(**given)
+    assert s.worker_wait == expected
+    assert s.kafka_fetch_wait == given.get("kafka_fetch_wait", 0.1)  # everyone else's
+    monkeypatch.setenv("OMNIHUB_WORKER_FETCH_WAIT", "0.2")
+    assert Settings().worker_wait == 0.2
+
+
+def test_a_fetch_wait_out_of_range_is_refused() -> None:
     from pydantic import ValidationError
 
-    for bad in (0, -1, 11):
-        with pytest.raises(ValidationError, match="router_fetch_wait"):
-            Settings(router_fetch_wait=bad)
+    for field in ("router_fetch_wait", "worker_fetch_wait", "kafka_fetch_wait"):
+        for bad in (0, -1, 11):
+            with pytest.raises(ValidationError, match=field):
+                Settings(**{field: bad})
