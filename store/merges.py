@@ -7,7 +7,10 @@ resume (:func:`resume_pending`) and that concurrent writers cannot slip past:
 2. the loser becomes a tombstone (``merged_into``) *before* anything moves, so a writer that
    linked something to the loser a moment ago sees the tombstone when it checks and settles it;
 3. identities, interactions and conversations of the loser are re-pointed to the survivor;
-4. the survivor gains the loser's identifiers; the log entry becomes ``done``.
+4. the survivor gains the loser's identifiers;
+5. if another merge made the survivor a tombstone meanwhile (after step 2, its own re-point
+   before ours), what steps 3-4 moved onto it moves on to the live root (:func:`settle`); the
+   log entry becomes ``done``.
 
 Unmerge reverses it from the log: identities of the snapshot go back, the loser lives again,
 and every interaction of the survivor sent from one of those identifiers goes with them.
@@ -233,7 +236,7 @@ async def _merge_round(
 
 
 async def _run_many(store: Store, entries: Sequence[Doc], now: datetime) -> None:
-    """Steps 2-4 of pending merges that share no customer, each step once for all."""
+    """Steps 2-5 of pending merges that share no customer, each step once for all."""
     # 2. tombstones first: late writers check for them and settle what they wrote
     await store.customers.bulk_write(
         [
@@ -296,6 +299,10 @@ async def _run_many(store: Store, entries: Sequence[Doc], now: datetime) -> None
         ],
         ordered=False,
     )
+    # 5. a survivor another merge made a tombstone after our step 2 (its re-point done before
+    # ours) holds what step 3 just moved onto it: on to its live root (before the log says
+    # done, so a crash here resumes it)
+    await settle(store, [e["survivor_id"] for e in ours])
     await store.merges.bulk_write(
         [
             UpdateOne(
@@ -400,14 +407,22 @@ async def settle(store: Store, customer_ids: Sequence[str]) -> dict[str, str]:
     Called by writers after their writes; returns the live root of every id given.
     """
     found = await roots(store, list(set(customer_ids)))
-    for old, new in found.items():
-        if old != new:
+    moves = {old: new for old, new in found.items() if old != new}
+    for _ in range(MAX_HOPS):
+        if not moves:
+            break
+        for old, new in moves.items():
             await repoint(store, old, new)
             doc = await store.customers.find_one({"_id": old}, {"identifiers": 1})
             await store.customers.update_one(
                 {"_id": new},
                 {"$addToSet": {"identifiers": {"$each": (doc or {}).get("identifiers", [])}}},
             )
+        # a root may have been merged while we moved things onto it, its own merge's re-point
+        # already done: what we moved would stay on a tombstone, so it moves on
+        later = await roots(store, list(set(moves.values())))
+        moves = {old: new for old, new in later.items() if old != new}
+        found = {cid: later.get(root, root) for cid, root in found.items()}
     return found
 
 

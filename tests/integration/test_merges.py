@@ -183,6 +183,70 @@ async def test_a_merge_interrupted_by_a_crash_is_finished_on_resume(store) -> No
     assert (await store.merges.find_one({"_id": "m-crash"}))["state"] == "done"
 
 
+async def test_a_merge_whose_survivor_is_merged_meanwhile_leaves_nothing_on_it(store) -> None:
+    """Two workers: one merges x into b; before it moves x's things, the other merges b into
+    the older a, re-point and all. The first one's re-point then lands on b, a tombstone."""
+    ing = Ingestor(store, Recorder())
+    for n, day in (("111", 1), ("222", 2), ("333", 3)):
+        at = f"2026-01-0{day}T00:00:00Z"
+        await ing.process([raw(msg(f"m{n}", ch("telegram", n), at=at))])
+    a, b, x = [await owner(store, f"telegram:{n}") for n in ("111", "222", "333")]
+    # the first worker logged its merge of x into b and was held up there
+    await store.merges.insert_one(
+        {
+            "_id": "m-slow",
+            "survivor_id": b,
+            "loser_id": x,
+            "reason": "test",
+            "identifier": None,
+            "trigger": None,
+            "state": "pending",
+            "created_at": c.utcnow(),
+            "snapshot": {"identities": ["telegram:333"], "conversations": []},
+        }
+    )
+    done = await merges.merge(
+        store, "m-fast", a, b, reason="test", identifier=None, trigger=None, now=c.utcnow()
+    )
+    assert done is not None and done["state"] == "done"
+    assert await merges.resume_pending(store, c.utcnow()) == 1  # the first worker goes on
+    assert {await owner(store, f"telegram:{n}") for n in ("111", "222", "333")} == {a}
+    on = {d["source_id"]: d["customer_id"] async for d in store.interactions.find({})}
+    assert on == {"m111": a, "m222": a, "m333": a}
+    assert await store.conversations.count_documents({"customer_id": {"$ne": a}}) == 0
+    survivor = await store.customers.find_one({"_id": a})
+    assert {"telegram:222", "telegram:333"} <= set(survivor["identifiers"])
+    assert (await store.merges.find_one({"_id": "m-slow"}))["state"] == "done"
+    assert await merges.roots(store, [x, b]) == {x: a, b: a}
+
+
+async def test_settling_follows_a_root_merged_while_it_moved_things_onto_it(
+    store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ing = Ingestor(store, Recorder())
+    for n, day in (("111", 1), ("222", 2), ("333", 3)):
+        at = f"2026-01-0{day}T00:00:00Z"
+        await ing.process([raw(msg(f"m{n}", ch("telegram", n), at=at))])
+    a, b, x = [await owner(store, f"telegram:{n}") for n in ("111", "222", "333")]
+    # x is a tombstone of b whose things a writer left on x (it wrote them a moment ago)
+    await store.customers.update_one({"_id": x}, {"$set": {"merged_into": b}})
+    await store.merges.insert_one({"_id": "m-x", "survivor_id": b, "loser_id": x, "state": "done"})
+    repoint = merges.repoint
+
+    async def merged_meanwhile(store_: Store, old: str, new: str, merge_id: str | None = None):
+        if new == b:  # another worker merges b into a, all of it, just before our move
+            await merges.merge(
+                store, "m-b", a, b, reason="test", identifier=None, trigger=None, now=c.utcnow()
+            )
+        await repoint(store_, old, new, merge_id)
+
+    monkeypatch.setattr(merges, "repoint", merged_meanwhile)
+    assert await merges.settle(store, [x]) == {x: a}
+    on = {d["source_id"]: d["customer_id"] async for d in store.interactions.find({})}
+    assert on == {"m111": a, "m222": a, "m333": a}
+    assert await owner(store, "telegram:333") == a
+
+
 class Finds(monitoring.CommandListener):
     """The filter of each find a client sends, by collection."""
 
