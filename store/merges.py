@@ -426,6 +426,36 @@ async def settle(store: Store, customer_ids: Sequence[str]) -> dict[str, str]:
     return found
 
 
+async def stranded(store: Store) -> list[str]:
+    """Tombstones that still own identities, interactions or conversations (none should:
+    before 487d13a a merge whose survivor another worker merged meanwhile left what it moved
+    on that survivor, hidden from the customer's timeline). Reads every merge's loser, then
+    probes by the indexed ``customer_id``."""
+    losers = {d["loser_id"] async for d in store.merges.find({}, {"loser_id": 1})}
+    if not losers:
+        return []
+    tombs = [
+        d["_id"]
+        for d in await find_in(
+            store.customers, "_id", losers, {"merged_into": {"$ne": None}}, {"_id": 1}
+        )
+    ]
+    owning: set[str] = set()
+    for coll in (store.identities, store.interactions, store.conversations):
+        found = await find_in(coll, "customer_id", tombs, projection={"customer_id": 1})
+        owning.update(d["customer_id"] for d in found)
+    return sorted(owning)
+
+
+async def repair_stranded(store: Store) -> list[str]:
+    """Move what tombstones still own to their live customers (:func:`settle`); returns the
+    tombstones it found holding something. Idempotent, safe while workers run."""
+    found = await stranded(store)
+    if found:
+        await settle(store, found)
+    return found
+
+
 async def resume_pending(store: Store, now: datetime) -> int:
     """Finish merges a crash interrupted; returns how many."""
     n = 0

@@ -247,6 +247,57 @@ async def test_settling_follows_a_root_merged_while_it_moved_things_onto_it(
     assert await owner(store, "telegram:333") == a
 
 
+async def test_what_merged_customers_still_hold_is_found_and_moved_to_their_survivor(
+    store, mongo_url: str, tmp_path
+) -> None:
+    """Data the race above left on a tombstone before the fix: `omnihub doctor` warns about
+    it, `omnihub doctor --repair` moves it."""
+    from hub.doctor import run_doctor
+    from hub.settings import Settings
+    from tests.peers import free_port
+
+    ing = Ingestor(store, Recorder())
+    await ing.process([raw(msg("m1", ch("telegram", "111"), at="2026-01-01T00:00:00Z"))])
+    await ing.process([raw(msg("m2", ch("telegram", "222"), at="2026-01-02T00:00:00Z"))])
+    await ing.process([raw(msg("m3", ch("telegram", "333"), at="2026-01-03T00:00:00Z"))])
+    a, b, x = [await owner(store, f"telegram:{n}") for n in ("111", "222", "333")]
+    now = c.utcnow()
+    await merges.merge(store, "m-b", a, b, reason="t", identifier=None, trigger=None, now=now)
+    await merges.merge(store, "m-x", a, x, reason="t", identifier=None, trigger=None, now=now)
+    assert await merges.stranded(store) == []
+    # as the race left them: b's message and x's identifier on the tombstones
+    await store.interactions.update_one({"source_id": "m2"}, {"$set": {"customer_id": b}})
+    await store.identities.update_one({"_id": "telegram:333"}, {"$set": {"customer_id": x}})
+    assert await merges.stranded(store) == sorted([b, x])
+
+    settings = Settings(
+        data_dir=tmp_path,
+        mongo_uri=mongo_url,
+        mongo_db=store.db.name,
+        kafka_port=free_port(),
+        worker_port=free_port(),
+        api_port=free_port(),
+    )
+
+    async def merges_line(repair: bool) -> str:
+        lines: list[str] = []
+        await run_doctor(settings, out=lines.append, repair=repair)
+        found = [ln for ln in "\n".join(lines).splitlines() if "merges:" in ln]
+        assert len(found) == 1, lines
+        return found[0]
+
+    assert (await merges_line(False)).startswith(
+        "  warn  merges: 2 merged customers still hold messages, identifiers or conversations"
+    )
+    assert await merges.stranded(store) == sorted([b, x])  # a check changes nothing
+    assert (await merges_line(True)).startswith("  ok    merges: moved what 2 merged customers")
+    assert await merges.stranded(store) == []
+    on = {d["source_id"]: d["customer_id"] async for d in store.interactions.find({})}
+    assert on == {"m1": a, "m2": a, "m3": a}
+    assert await owner(store, "telegram:333") == a
+    assert (await merges_line(False)).startswith("  ok    merges: every merged customer's")
+
+
 class Finds(monitoring.CommandListener):
     """The filter of each find a client sends, by collection."""
 
