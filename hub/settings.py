@@ -364,20 +364,17 @@ class Settings(BaseSettings):
     def bootstrap(self) -> str:
         return self.kafka_bootstrap or f"{self.host}:{self.kafka_port}"
 
+    def _own_wait(self, told: float | None, default: float) -> float:
+        """A consumer's own fetch wait: as told, else its default unless the stack's is shorter."""
+        return told if told is not None else min(default, self.kafka_fetch_wait)
+
     @property
     def router_wait(self) -> float:
-        """The router consumer's fetch wait: ``router_fetch_wait``, else the shorter default."""
-        if self.router_fetch_wait is not None:
-            return self.router_fetch_wait
-        return min(ROUTER_FETCH_WAIT, self.kafka_fetch_wait)
+        return self._own_wait(self.router_fetch_wait, ROUTER_FETCH_WAIT)
 
     @property
     def worker_wait(self) -> float:
-        """The pipeline worker consumer's fetch wait: ``worker_fetch_wait``, else the shorter
-        default."""
-        if self.worker_fetch_wait is not None:
-            return self.worker_fetch_wait
-        return min(WORKER_FETCH_WAIT, self.kafka_fetch_wait)
+        return self._own_wait(self.worker_fetch_wait, WORKER_FETCH_WAIT)
 
     @property
     def idempotence(self) -> bool:

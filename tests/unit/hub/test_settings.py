@@ -48,45 +48,29 @@ def test_unknown_phone_region_is_refused_at_start() -> None:
 
 
 @pytest.mark.parametrize(
-    ("given", "expected"),
+    ("who", "given", "expected"),
     [
-        ({}, 0.03),  # an offer's second broker hop: shorter than the worker's 0.1 s
-        ({"kafka_fetch_wait": 0.01}, 0.01),  # never longer than every consumer's wait
-        ({"router_fetch_wait": 0.25}, 0.25),  # told: as told
-        ({"router_fetch_wait": 0.25, "kafka_fetch_wait": 0.01}, 0.25),
+        ("router", {}, 0.03),  # an offer's second broker hop: shorter than the worker's
+        ("router", {"kafka_fetch_wait": 0.01}, 0.01),  # never longer than every consumer's wait
+        ("router", {"router_fetch_wait": 0.25}, 0.25),  # told: as told
+        ("router", {"router_fetch_wait": 0.25, "kafka_fetch_wait": 0.01}, 0.25),
+        ("worker", {}, 0.05),  # an offer's first broker hop: half of the stack's 0.1 s
+        ("worker", {"kafka_fetch_wait": 0.02}, 0.02),
+        ("worker", {"worker_fetch_wait": 0.25}, 0.25),
+        ("worker", {"worker_fetch_wait": 0.25, "kafka_fetch_wait": 0.01}, 0.25),
     ],
 )
-def test_the_router_waits_less_per_fetch_than_the_worker_unless_told(
-    monkeypatch: pytest.MonkeyPatch, given: dict[str, float], expected: float
+def test_the_router_and_the_worker_wait_less_per_fetch_than_other_consumers_unless_told(
+    monkeypatch: pytest.MonkeyPatch, who: str, given: dict[str, float], expected: float
 ) -> None:
-    for k in ("OMNIHUB_ROUTER_FETCH_WAIT", "OMNIHUB_KAFKA_FETCH_WAIT"):
+    env = f"OMNIHUB_{who.upper()}_FETCH_WAIT"
+    for k in (env, "OMNIHUB_KAFKA_FETCH_WAIT"):
         monkeypatch.delenv(k, raising=False)
     s = Settings(**given)
-    assert s.router_wait == expected
+    assert getattr(s, f"{who}_wait") == expected
     assert s.kafka_fetch_wait == given.get("kafka_fetch_wait", 0.1)  # everyone else's
-    monkeypatch.setenv("OMNIHUB_ROUTER_FETCH_WAIT", "0.05")
-    assert Settings().router_wait == 0.05
-
-
-@pytest.mark.parametrize(
-    ("given", "expected"),
-    [
-        ({}, 0.05),  # an offer's first broker hop: half of the stack's 0.1 s
-        ({"kafka_fetch_wait": 0.02}, 0.02),  # never longer than every consumer's wait
-        ({"worker_fetch_wait": 0.25}, 0.25),  # told: as told
-        ({"worker_fetch_wait": 0.25, "kafka_fetch_wait": 0.01}, 0.25),
-    ],
-)
-def test_the_worker_waits_less_per_fetch_than_other_consumers_unless_told(
-    monkeypatch: pytest.MonkeyPatch, given: dict[str, float], expected: float
-) -> None:
-    for k in ("OMNIHUB_WORKER_FETCH_WAIT", "OMNIHUB_KAFKA_FETCH_WAIT"):
-        monkeypatch.delenv(k, raising=False)
-    s = Settings(**given)
-    assert s.worker_wait == expected
-    assert s.kafka_fetch_wait == given.get("kafka_fetch_wait", 0.1)  # everyone else's
-    monkeypatch.setenv("OMNIHUB_WORKER_FETCH_WAIT", "0.2")
-    assert Settings().worker_wait == 0.2
+    monkeypatch.setenv(env, "0.2")
+    assert getattr(Settings(), f"{who}_wait") == 0.2
 
 
 def test_a_fetch_wait_out_of_range_is_refused() -> None:
