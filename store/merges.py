@@ -13,7 +13,9 @@ resume (:func:`resume_pending`) and that concurrent writers cannot slip past:
    log entry becomes ``done``.
 
 Unmerge reverses it from the log: identities of the snapshot go back, the loser lives again,
-and every interaction of the survivor sent from one of those identifiers goes with them.
+and every interaction of the survivor sent from one of those identifiers goes with them. An
+unmerge is refused once the survivor was merged again; a merge of the survivor that starts
+while the unmerge runs is followed: what it moved of the loser's comes back from its survivor.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from datetime import datetime
 from typing import Any
 
 from pymongo import UpdateMany, UpdateOne
-from pymongo.errors import BulkWriteError, ConnectionFailure
+from pymongo.errors import BulkWriteError, ConnectionFailure, DuplicateKeyError
 
 from pipeline.contract import deterministic_id
 from store.mongo import (
@@ -518,15 +520,133 @@ async def _undo(store: Store, entry: Doc, now: datetime) -> None:
             "$set": {"updated_at": now},
         },
     )
+    holder = survivor
+    for _ in range(MAX_HOPS):
+        await _mark_split(store, entry, holder, now)
+        await _take_back(store, entry, holder)
+        # Another merge may have taken the survivor after unmerge() checked it (it refuses
+        # one made before): what that merge moved of the loser's is on its survivor. The
+        # tombstone comes before its re-point, so a thing we did not find on ``holder`` had
+        # moved on before we looked here, and the next hop finds it.
+        doc = await store.customers.find_one({"_id": holder}, {"merged_into": 1})
+        onward = (doc or {}).get("merged_into")
+        if not onward:
+            break
+        log.info("merge.undo_follows merge=%s from=%s to=%s", entry["_id"], holder, onward)
+        for a, b in ((onward, loser), (loser, onward)):
+            await store.customers.update_one({"_id": a}, {"$addToSet": {"separated_from": b}})
+        holder = onward
+    else:
+        raise MergeError(500, f"merge chain from {survivor} is longer than {MAX_HOPS}")
+    await store.customers.update_one(
+        {"_id": loser}, {"$addToSet": {"identifiers": {"$each": idents}}}
+    )
+    await store.merges.update_one(
+        {"_id": entry["_id"], "state": "undoing"}, {"$set": {"state": "undone", "undone_at": now}}
+    )
+    log.info("merge.undone merge=%s", entry["_id"])
+
+
+async def _mark_split(store: Store, entry: Doc, holder: str, now: datetime) -> None:
+    """Mark ``holder`` before the loser's identities leave it: a writer that read one of them
+    as ``holder``'s a moment before and stores its message after :func:`_take_back` looked
+    finds the mark when it checks what it wrote (:func:`retake`)."""
+    await store.splits.update_one(
+        {"_id": deterministic_id(entry["_id"], "split", holder)},
+        {
+            "$setOnInsert": {
+                "customer_id": holder,
+                "merge_id": entry["_id"],
+                "identifiers": entry["snapshot"]["identities"],
+                "at": now,
+            }
+        },
+        upsert=True,
+    )
+
+
+async def split_marks(store: Store, customer_ids: Sequence[str]) -> list[Doc]:
+    """The marks unmerges of the last hour left on these customers (:func:`_mark_split`).
+
+    Most hours see no unmerge: one read for any mark at all comes first, and only if there
+    is one are the customers probed (that probe cost identity resolution 4-6 % of its
+    throughput, ``bench/HISTORY.md``)."""
+    if await store.splits.find_one({}, {"_id": 1}) is None:
+        return []
+    return await find_in(
+        store.splits,
+        "customer_id",
+        customer_ids,
+        projection={"customer_id": 1, "identifiers": 1},
+        chunk=PROBE_CHUNK,  # a probe: unmerges are rare
+    )
+
+
+async def retake(
+    store: Store, docs: Sequence[Doc], live: Mapping[str, str], marks: Sequence[Doc]
+) -> dict[str, str]:
+    """Interactions a writer just stored (``docs``; ``live`` maps their customers to their
+    roots after :func:`settle`) that an unmerge running meanwhile should have taken back: the
+    writer read a sender's identity before the unmerge moved it, and stored the message after
+    the unmerge swept. Such an interaction goes to the live owner of its marked senders, with
+    the conversation it opened, when none of its senders still belongs to the customer it is
+    on. Returns interaction id → that owner.
+
+    ``marks``: :func:`split_marks` of the customers ``docs`` were written to, read after the
+    writes. The mark comes before the unmerge moves an identity, so a writer that stored its
+    message after the unmerge swept finds it.
+    """
+    marked: dict[str, set[str]] = {}
+    for m in marks:
+        marked.setdefault(m["customer_id"], set()).update(m["identifiers"])
+    suspects = [d for d in docs if set(d.get("sender") or ()) & marked.get(d["customer_id"], set())]
+    if not suspects:
+        return {}
+    here = {d["_id"]: live.get(d["customer_id"], d["customer_id"]) for d in suspects}
+    senders = {s for d in suspects for s in d["sender"]}
+    owner = {
+        i["_id"]: i["customer_id"]
+        for i in await find_in(store.identities, "_id", senders, projection={"customer_id": 1})
+    }
+    root_of = await roots(store, list(set(owner.values()) | set(here.values())))
+    moves: dict[str, tuple[str, str]] = {}  # interaction id -> (from, to)
+    for d in suspects:
+        at = root_of[here[d["_id"]]]
+        if any(root_of[owner[s]] == at for s in d["sender"] if s in owner):
+            continue  # one of its senders still belongs here
+        went = {
+            root_of[owner[s]] for s in d["sender"] if s in owner and s in marked[d["customer_id"]]
+        }
+        if went:
+            moves[d["_id"]] = (here[d["_id"]], min(went))
+    for iid, (old, new) in moves.items():
+        await store.interactions.update_one(
+            {"_id": iid, "customer_id": old}, {"$set": {"customer_id": new}}
+        )
+        async for conv in store.conversations.find({"customer_id": old, "opened_by": iid}):
+            try:
+                await store.conversations.update_one(
+                    {"_id": conv["_id"], "customer_id": old}, {"$set": {"customer_id": new}}
+                )
+            except DuplicateKeyError:  # the owner has an active conversation on the thread
+                await _close_as_merged(store, conv, new, None)
+        log.info("merge.retaken interaction=%s from=%s to=%s", iid, old, new)
+    return {iid: new for iid, (_, new) in moves.items()}
+
+
+async def _take_back(store: Store, entry: Doc, holder: str) -> None:
+    """Move what belongs to the merge's loser from ``holder`` (its survivor, or a customer
+    that absorbed the survivor since) back to the loser. Idempotent."""
+    loser, idents = entry["loser_id"], entry["snapshot"]["identities"]
     await store.identities.update_many(
-        {"_id": {"$in": idents}, "customer_id": survivor}, {"$set": {"customer_id": loser}}
+        {"_id": {"$in": idents}, "customer_id": holder}, {"$set": {"customer_id": loser}}
     )
     # every interaction sent from one of the loser's identifiers goes back, also those that
     # arrived after the merge
     moved = [
         d["_id"]
         async for d in store.interactions.find(
-            {"customer_id": survivor, "sender": {"$in": idents}}, {"_id": 1}
+            {"customer_id": holder, "sender": {"$in": idents}}, {"_id": 1}
         )
     ]
     if moved:
@@ -535,7 +655,7 @@ async def _undo(store: Store, entry: Doc, now: datetime) -> None:
         )
     convs = set(entry["snapshot"]["conversations"])
     async for conv in store.conversations.find(
-        {"customer_id": survivor, "opened_by": {"$in": moved}}, {"_id": 1}
+        {"customer_id": holder, "opened_by": {"$in": moved}}, {"_id": 1}
     ):
         convs.add(conv["_id"])
     ops: list[Any] = []
@@ -550,14 +670,7 @@ async def _undo(store: Store, entry: Doc, now: datetime) -> None:
         ops.append(UpdateOne({"_id": conv["_id"]}, {"$set": update}))
     if ops:
         await store.conversations.bulk_write(ops, ordered=False)
-    await store.customers.update_one({"_id": survivor}, {"$pull": {"identifiers": {"$in": idents}}})
-    await store.customers.update_one(
-        {"_id": loser}, {"$addToSet": {"identifiers": {"$each": idents}}}
-    )
-    await store.merges.update_one(
-        {"_id": entry["_id"], "state": "undoing"}, {"$set": {"state": "undone", "undone_at": now}}
-    )
-    log.info("merge.undone merge=%s", entry["_id"])
+    await store.customers.update_one({"_id": holder}, {"$pull": {"identifiers": {"$in": idents}}})
 
 
 async def history(store: Store, customer_id: str, limit: int = 100) -> list[Doc]:

@@ -71,6 +71,12 @@ INDEXES: dict[str, list[IndexModel]] = {
     "verifications": [
         IndexModel([("expires_at", ASCENDING)], name="expiry", expireAfterSeconds=86400),
     ],
+    # an unmerge's marks on the customers it takes the loser's things from (store/merges.py);
+    # a writer's batch ends long before an hour is out
+    "unmerge_splits": [
+        IndexModel([("customer_id", ASCENDING)], name="by_customer"),
+        IndexModel([("at", ASCENDING)], name="expiry", expireAfterSeconds=3600),
+    ],
     "agents": [
         # login name; agents of the first cut had none (they had a token)
         IndexModel(
@@ -139,6 +145,10 @@ class Store:
     @property
     def verifications(self) -> AsyncCollection[Doc]:
         return self.db["verifications"]
+
+    @property
+    def splits(self) -> AsyncCollection[Doc]:
+        return self.db["unmerge_splits"]
 
     @property
     def agents(self) -> AsyncCollection[Doc]:

@@ -333,11 +333,16 @@ class Ingestor:
             at_once=small,
         )
 
-        # a concurrent merge may have made one of our customers a tombstone meanwhile
-        live = await merges.settle(store, list(first_event))
+        # a concurrent merge may have made one of our customers a tombstone meanwhile, and a
+        # concurrent unmerge may have taken back a sender we read as one of theirs
+        written = list(first_event)
+        live, marks = await together(
+            merges.settle(store, written), merges.split_marks(store, written), at_once=small
+        )
+        retaken = await merges.retake(store, docs, live, marks) if marks else {}
 
         # events for the public stream, deterministic ids so replays re-emit the same ones
-        out = self._events(items, by_event, origins, active, keys, docs, live)
+        out = self._events(items, by_event, origins, active, keys, docs, live, retaken)
         return out + self._merge_events(resolved.merged)
 
     async def _conversations(
@@ -444,7 +449,10 @@ class Ingestor:
         keys: dict[str, conversations.Key],
         docs: list[Doc],
         live: dict[str, str],
+        retaken: dict[str, str],
     ) -> list[Record]:
+        """``live``: customer → its live root; ``retaken``: interaction → the customer an
+        unmerge took it back to (:func:`store.merges.retake`)."""
         out: list[Record] = []
 
         def emit(type_: str, data: Any, parent: str, customer_id: str, *extra: str) -> None:
@@ -460,7 +468,7 @@ class Ingestor:
         for item, doc in zip(items, docs, strict=True):
             eid = item.event.id
             res = by_event[eid]
-            cid = live.get(res.customer_id, res.customer_id)
+            cid = retaken.get(eid) or live.get(res.customer_id, res.customer_id)
             if origins.get(res.customer_id) == eid:
                 emit(
                     c.CUSTOMER_CREATED,

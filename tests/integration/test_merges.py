@@ -247,6 +247,93 @@ async def test_settling_follows_a_root_merged_while_it_moved_things_onto_it(
     assert await owner(store, "telegram:333") == a
 
 
+async def test_an_unmerge_follows_its_survivor_merged_again_while_it_runs(
+    store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An agent unmerges l from s; just after the unmerge checked that s was not merged
+    again, a worker merges s into the older a, re-point and all. What belongs to l is on a by
+    then, and must come back to l all the same."""
+    ing = Ingestor(store, Recorder())
+    for n, day in (("111", 1), ("222", 2), ("333", 3)):
+        at = f"2026-01-0{day}T00:00:00Z"
+        await ing.process([raw(msg(f"m{n}", ch("telegram", n), at=at))])
+    a, s, l_ = [await owner(store, f"telegram:{n}") for n in ("111", "222", "333")]
+    now = c.utcnow()
+    entry = await merges.merge(
+        store, "m-l", s, l_, reason="t", identifier=None, trigger=None, now=now
+    )
+    assert entry is not None
+    # after the merge l's identifier writes again: it lands on s for now
+    await ing.process([raw(msg("m333-later", ch("telegram", "333")))])
+    undo = merges._undo
+
+    async def merged_meanwhile(store_: Store, entry_: Any, now_: Any) -> None:
+        await merges.merge(
+            store, "m-s", a, s, reason="t", identifier=None, trigger=None, now=c.utcnow()
+        )
+        await undo(store_, entry_, now_)
+
+    monkeypatch.setattr(merges, "_undo", merged_meanwhile)
+    done = await merges.unmerge(store, "m-l", c.utcnow(), by="supervisor-1")
+    assert done["state"] == "undone"
+    assert await owner(store, "telegram:333") == l_
+    assert {await owner(store, f"telegram:{n}") for n in ("111", "222")} == {a}
+    on = {d["source_id"]: d["customer_id"] async for d in store.interactions.find({})}
+    assert on == {"m111": a, "m222": a, "m333": l_, "m333-later": l_}
+    convs = {d["customer_id"] async for d in store.conversations.find({"active": True})}
+    assert convs == {a, l_}
+    docs = {d["_id"]: d async for d in store.customers.find({"_id": {"$in": [a, s, l_]}})}
+    assert docs[l_]["merged_into"] is None and docs[s]["merged_into"] == a
+    assert "telegram:333" not in docs[a]["identifiers"]
+    assert "telegram:333" in docs[l_]["identifiers"]
+    assert a in docs[l_]["separated_from"] and l_ in docs[a]["separated_from"]
+    assert await merges.stranded(store) == []
+
+
+async def test_a_message_stored_while_an_unmerge_runs_goes_back_with_its_identifier(
+    store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker reads sara's email as the merged customer's, then an agent's unmerge takes
+    everything of sara's back, then the worker stores her message: it must not stay behind on
+    the customer she was split from, nor the conversation it opened."""
+    from store import interactions
+
+    pub = Recorder()
+    ing = Ingestor(store, pub)
+    await ing.process([raw(msg("p1", ch("phone", "09121234567"), at="2026-01-01T00:00:00Z"))])
+    await ing.process([raw(msg("e1", ch("email", "sara@example.com"), at="2026-02-01T00:00:00Z"))])
+    phone_cust = await owner(store, "phone:+989121234567")
+    email_cust = await owner(store, "email:sara@example.com")
+    await ing.process(
+        [raw(msg("link", ch("phone", "09121234567"), ch("email", "sara@example.com")))]
+    )
+    entry = await store.merges.find_one({})
+    record_many = interactions.record_many
+
+    async def unmerged_meanwhile(store_: Store, docs: Any) -> None:
+        if any(d["source_id"] == "e-late" for d in docs):
+            await merges.unmerge(store, entry["_id"], c.utcnow(), by="supervisor-1")
+        await record_many(store_, docs)
+
+    monkeypatch.setattr(interactions, "record_many", unmerged_meanwhile)
+    pub.records.clear()
+    await ing.process([raw(msg("e-late", ch("email", "sara@example.com"), thread="t2"))])
+    on = {d["source_id"]: d["customer_id"] async for d in store.interactions.find({})}
+    assert on == {"p1": phone_cust, "e1": email_cust, "link": email_cust, "e-late": email_cust}
+    conv = await store.conversations.find_one({"thread": "t2"})
+    assert conv["customer_id"] == email_cust and conv["active"]
+    sent = [json.loads(r.value) for r in pub.records]
+    recorded = [e for e in sent if e["type"] == c.INTERACTION_RECORDED]
+    opened = [e for e in sent if e["type"] == c.CONVERSATION_OPENED]
+    assert [e["data"]["customer_id"] for e in recorded + opened] == [email_cust, email_cust]
+    # the mark stays an hour; a message of the customer it was split from stays with it
+    monkeypatch.setattr(interactions, "record_many", record_many)
+    await ing.process([raw(msg("p-late", ch("phone", "09121234567"), thread="t2"))])
+    late = await store.interactions.find_one({"source_id": "p-late"})
+    assert late["customer_id"] == phone_cust
+    assert await store.splits.count_documents({"customer_id": phone_cust}) == 1
+
+
 async def test_what_merged_customers_still_hold_is_found_and_moved_to_their_survivor(
     store, mongo_url: str, tmp_path
 ) -> None:
