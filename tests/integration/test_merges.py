@@ -56,6 +56,27 @@ async def owner(store, ident: str) -> str:
     return doc["customer_id"]
 
 
+async def three_customers(store, ing: Ingestor) -> list[str]:
+    """Three customers, oldest first, one Telegram message each (m111, m222, m333)."""
+    for n, day in (("111", 1), ("222", 2), ("333", 3)):
+        at = f"2026-01-0{day}T00:00:00Z"
+        await ing.process([raw(msg(f"m{n}", ch("telegram", n), at=at))])
+    return [await owner(store, f"telegram:{n}") for n in ("111", "222", "333")]
+
+
+async def sara_merged(store, ing: Ingestor) -> tuple[str, str]:
+    """The phone's customer (p1) and sara's email's (e1), merged by a message carrying both
+    (link): (survivor, merged)."""
+    await ing.process([raw(msg("p1", ch("phone", "09121234567"), at="2026-01-01T00:00:00Z"))])
+    await ing.process([raw(msg("e1", ch("email", "sara@example.com"), at="2026-02-01T00:00:00Z"))])
+    phone_cust = await owner(store, "phone:+989121234567")
+    email_cust = await owner(store, "email:sara@example.com")
+    await ing.process(
+        [raw(msg("link", ch("phone", "09121234567"), ch("email", "sara@example.com")))]
+    )
+    return phone_cust, email_cust
+
+
 async def test_a_message_linking_two_customers_merges_them_into_the_oldest(store) -> None:
     pub = Recorder()
     ing = Ingestor(store, pub)
@@ -93,13 +114,7 @@ async def test_a_message_linking_two_customers_merges_them_into_the_oldest(store
 
 async def test_unmerge_restores_both_and_later_messages_follow_their_identifier(store) -> None:
     ing = Ingestor(store, Recorder())
-    await ing.process([raw(msg("p1", ch("phone", "09121234567"), at="2026-01-01T00:00:00Z"))])
-    await ing.process([raw(msg("e1", ch("email", "sara@example.com"), at="2026-02-01T00:00:00Z"))])
-    phone_cust = await owner(store, "phone:+989121234567")
-    email_cust = await owner(store, "email:sara@example.com")
-    await ing.process(
-        [raw(msg("link", ch("phone", "09121234567"), ch("email", "sara@example.com")))]
-    )
+    phone_cust, email_cust = await sara_merged(store, ing)
     # after the merge, the email owner writes again: it lands on the survivor for now
     await ing.process([raw(msg("e2", ch("email", "sara@example.com")))])
     assert await store.interactions.count_documents({"customer_id": phone_cust}) == 4
@@ -187,10 +202,7 @@ async def test_a_merge_whose_survivor_is_merged_meanwhile_leaves_nothing_on_it(s
     """Two workers: one merges x into b; before it moves x's things, the other merges b into
     the older a, re-point and all. The first one's re-point then lands on b, a tombstone."""
     ing = Ingestor(store, Recorder())
-    for n, day in (("111", 1), ("222", 2), ("333", 3)):
-        at = f"2026-01-0{day}T00:00:00Z"
-        await ing.process([raw(msg(f"m{n}", ch("telegram", n), at=at))])
-    a, b, x = [await owner(store, f"telegram:{n}") for n in ("111", "222", "333")]
+    a, b, x = await three_customers(store, ing)
     # the first worker logged its merge of x into b and was held up there
     await store.merges.insert_one(
         {
@@ -224,10 +236,7 @@ async def test_settling_follows_a_root_merged_while_it_moved_things_onto_it(
     store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ing = Ingestor(store, Recorder())
-    for n, day in (("111", 1), ("222", 2), ("333", 3)):
-        at = f"2026-01-0{day}T00:00:00Z"
-        await ing.process([raw(msg(f"m{n}", ch("telegram", n), at=at))])
-    a, b, x = [await owner(store, f"telegram:{n}") for n in ("111", "222", "333")]
+    a, b, x = await three_customers(store, ing)
     # x is a tombstone of b whose things a writer left on x (it wrote them a moment ago)
     await store.customers.update_one({"_id": x}, {"$set": {"merged_into": b}})
     await store.merges.insert_one({"_id": "m-x", "survivor_id": b, "loser_id": x, "state": "done"})
@@ -254,10 +263,7 @@ async def test_an_unmerge_follows_its_survivor_merged_again_while_it_runs(
     again, a worker merges s into the older a, re-point and all. What belongs to l is on a by
     then, and must come back to l all the same."""
     ing = Ingestor(store, Recorder())
-    for n, day in (("111", 1), ("222", 2), ("333", 3)):
-        at = f"2026-01-0{day}T00:00:00Z"
-        await ing.process([raw(msg(f"m{n}", ch("telegram", n), at=at))])
-    a, s, l_ = [await owner(store, f"telegram:{n}") for n in ("111", "222", "333")]
+    a, s, l_ = await three_customers(store, ing)
     now = c.utcnow()
     entry = await merges.merge(
         store, "m-l", s, l_, reason="t", identifier=None, trigger=None, now=now
@@ -300,13 +306,7 @@ async def test_a_message_stored_while_an_unmerge_runs_goes_back_with_its_identif
 
     pub = Recorder()
     ing = Ingestor(store, pub)
-    await ing.process([raw(msg("p1", ch("phone", "09121234567"), at="2026-01-01T00:00:00Z"))])
-    await ing.process([raw(msg("e1", ch("email", "sara@example.com"), at="2026-02-01T00:00:00Z"))])
-    phone_cust = await owner(store, "phone:+989121234567")
-    email_cust = await owner(store, "email:sara@example.com")
-    await ing.process(
-        [raw(msg("link", ch("phone", "09121234567"), ch("email", "sara@example.com")))]
-    )
+    phone_cust, email_cust = await sara_merged(store, ing)
     entry = await store.merges.find_one({})
     record_many = interactions.record_many
 
