@@ -61,7 +61,10 @@ def create_app(settings: Settings) -> faust.App:
         broker_commit_every=1000,
         broker_commit_interval=1.0,
         producer_acks=-1,
-        producer_linger=0.005,
+        # no linger: a batch's events are handed to the producer together (FaustPublisher),
+        # so waiting gathered nothing and cost every event its wait: with 5 ms, an offer's
+        # p50 was 14-26 ms later (bench/HISTORY.md, 2026-11-24 21:20)
+        producer_linger=0.0,
         # one record batch per broker write: on tansu's S3 storage every batch is an object
         # that every fetch lists, so small batches slow down every consumer
         producer_max_batch_size=1_048_576,
