@@ -325,6 +325,14 @@ class CloudEvent(_Frozen, Generic[D]):
         return self.model_dump_json(exclude_none=False).encode()
 
 
+# Pydantic keeps a parametrised model (``CloudEvent[Any]``) only through weak references: once
+# no event of it is alive, the garbage collector takes it and the next ``CloudEvent[Any]``
+# builds it anew, ~3 ms instead of ~1 µs (measured; with a collection between two events
+# that was every event, ~10 % of the API's CPU at 100 msg/s). These names keep them alive.
+AnyEvent = CloudEvent[Any]
+_Head = CloudEvent[dict[str, Any]]  # an event whose data is not validated yet
+
+
 # ---------------------------------------------------------------------------- ids and envelopes
 def deterministic_id(*parts: str) -> str:
     """uuid5 over the parts, joined with a separator no part may contain."""
@@ -356,7 +364,7 @@ def envelope(
     expected = DATA_TYPES.get(type_)
     if expected is None or not isinstance(data, expected):
         raise TypeError(f"{type_} carries {expected.__name__ if expected else 'nothing'}")
-    return CloudEvent[Any](
+    return AnyEvent(
         id=id, source=source, type=type_, time=time or utcnow(), subject=subject, data=data
     )
 
@@ -388,7 +396,7 @@ def parse_event(raw: bytes | str, *, expect: str | None = None) -> CloudEvent[An
     Raises ContractError naming the first bad field.
     """
     try:
-        head = CloudEvent[dict[str, Any]].model_validate_json(raw)
+        head = _Head.model_validate_json(raw)
     except ValidationError as exc:
         raise _contract_error(exc) from None
     if expect is not None and head.type != expect:
@@ -400,7 +408,7 @@ def parse_event(raw: bytes | str, *, expect: str | None = None) -> CloudEvent[An
         data = model.model_validate(head.data)
     except ValidationError as exc:
         raise _contract_error(exc, prefix="data") from None
-    return CloudEvent[Any](**{**head.model_dump(exclude={"data"}), "data": data})
+    return AnyEvent(**{**head.model_dump(exclude={"data"}), "data": data})
 
 
 def _contract_error(exc: Any, prefix: str | None = None) -> ContractError:
