@@ -327,9 +327,9 @@ class CloudEvent(_Frozen, Generic[D]):
 
 # Pydantic keeps a parametrised model (``CloudEvent[Any]``) only through weak references: once
 # no event of it is alive, the garbage collector takes it and the next ``CloudEvent[Any]``
-# builds it anew, ~3 ms instead of ~1 µs (measured; with a collection between two events
-# that was every event, ~10 % of the API's CPU at 100 msg/s). These names keep them alive.
-AnyEvent = CloudEvent[Any]
+# builds it anew: parse_event right after a collection took ~1.2 ms instead of ~0.08 ms, 10 %
+# of the API's samples at 100 msg/s (bench/HISTORY.md, 2026-11-24 21:50). These keep them.
+_AnyEvent = CloudEvent[Any]
 _Head = CloudEvent[dict[str, Any]]  # an event whose data is not validated yet
 
 
@@ -364,7 +364,7 @@ def envelope(
     expected = DATA_TYPES.get(type_)
     if expected is None or not isinstance(data, expected):
         raise TypeError(f"{type_} carries {expected.__name__ if expected else 'nothing'}")
-    return AnyEvent(
+    return _AnyEvent(
         id=id, source=source, type=type_, time=time or utcnow(), subject=subject, data=data
     )
 
@@ -408,7 +408,7 @@ def parse_event(raw: bytes | str, *, expect: str | None = None) -> CloudEvent[An
         data = model.model_validate(head.data)
     except ValidationError as exc:
         raise _contract_error(exc, prefix="data") from None
-    return AnyEvent(**{**head.model_dump(exclude={"data"}), "data": data})
+    return _AnyEvent(**{**head.model_dump(exclude={"data"}), "data": data})
 
 
 def _contract_error(exc: Any, prefix: str | None = None) -> ContractError:
