@@ -239,7 +239,10 @@ class Ingestor:
 
     # ------------------------------------------------------------------ apply
     async def _apply_or_split(self, items: list[_Item], result: BatchResult) -> None:
-        """Apply the batch; if the store rejects it for good, find the bad records one by one."""
+        """Apply the batch; if the store rejects it for good, apply each half on its own, down
+        to the bad records, which go to the dead-letter topic. One bad record in a batch of n
+        costs about 2·log2(n) applies, not n (every apply is idempotent: a half written before
+        the failure is written again as a replay)."""
         try:
             result.events += await self._apply(items)
             result.stored += len(items)
@@ -248,8 +251,9 @@ class Ingestor:
                 self._dead(items[0].raw, "store", f"store rejected the record: {exc}", result)
                 return
             log.warning("ingest.split size=%d error=%s", len(items), exc)
-            for item in items:
-                await self._apply_or_split([item], result)
+            half = len(items) // 2
+            await self._apply_or_split(items[:half], result)
+            await self._apply_or_split(items[half:], result)
 
     async def _apply(self, items: list[_Item]) -> list[Record]:
         now = c.utcnow()

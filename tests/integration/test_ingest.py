@@ -365,3 +365,50 @@ async def test_a_written_batch_emits_nothing_until_published_and_a_retry_counts_
     assert len({e["id"] for e in pub.events()}) == len(pub.events())  # none twice
     assert len(pub.events(topics.DEADLETTER)) == 1
     assert (first.emitted, second.emitted) == (3, 4)  # created+recorded+opened; +created
+
+
+async def test_a_record_the_store_rejects_is_found_by_halving_and_the_rest_are_stored(
+    store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write error on one record (not transient) must not cost the batch: the others are
+    stored and emitted once, the bad one is dead-lettered with the store's reason, and finding
+    it takes halvings of the batch, not one apply per record."""
+    from pymongo.errors import OperationFailure
+
+    from store import interactions
+
+    pub = Recorder()
+    ing = Ingestor(store, pub)
+    real_record_many = interactions.record_many
+
+    async def rejecting(store_: Any, docs: list[dict[str, Any]]) -> Any:
+        if any(d["source_id"] == "poison" for d in docs):
+            raise OperationFailure("document rejected (test)", code=2)
+        return await real_record_many(store_, docs)
+
+    monkeypatch.setattr(interactions, "record_many", rejecting)
+    applies: list[int] = []
+    real_apply = ing._apply
+
+    async def counting(items: list[Any]) -> Any:
+        applies.append(len(items))
+        return await real_apply(items)
+
+    monkeypatch.setattr(ing, "_apply", counting)
+    ids = [f"s{i}" for i in range(16)]
+    ids[11] = "poison"
+    batch = [raw(sms(s, f"0912444{i:04d}")) for i, s in enumerate(ids)]
+    result = await ing.process(batch)
+    assert (result.stored, result.deadlettered) == (15, 1)
+    assert len(applies) == 9, applies  # 16, 8+8, 4+4, 2+2, 1+1; one at a time took 17
+    assert await store.interactions.count_documents({}) == 15
+    dead = pub.events(topics.DEADLETTER)
+    assert [(d["data"]["stage"], d["data"]["offset"]) for d in dead] == [
+        ("store", batch[11].offset)
+    ]
+    assert "document rejected (test)" in dead[0]["data"]["error"]
+    recorded = [e for e in pub.events() if e["type"] == c.INTERACTION_RECORDED]
+    assert sorted(e["data"]["message"]["source_id"] for e in recorded) == sorted(
+        s for s in ids if s != "poison"
+    )
+    assert len({e["id"] for e in pub.events()}) == len(pub.events())  # none twice
