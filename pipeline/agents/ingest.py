@@ -55,7 +55,7 @@ STAGE_SECONDS = Histogram(
 BATCH_SIZE = Histogram(
     "omnihub_ingest_batch_size",
     "records per ingest batch",
-    buckets=(1, 10, 50, 100, 250, 500, 1000),
+    buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
 )
 RETRIES = Counter("omnihub_store_retries_total", "transient failures retried", ["stage"])
 
