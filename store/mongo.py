@@ -221,8 +221,13 @@ async def guarded_update(
 
 IN_CHUNK = 32
 """values per ``$in`` query issued by :func:`find_in`"""
-IN_PARALLEL = 8
-"""``$in`` chunks in flight at once"""
+IN_PARALLEL = 1
+"""``$in`` chunks in flight at once. One: SecantusDB serves each connection on a thread and
+its threads share one interpreter lock, so chunks sent together cost it more CPU than the
+same chunks one after the other. Measured with 8 (bench/HISTORY.md, 2026-11-25 00:00): in 5
+alternated pairs identity resolution was 0.353 of the store's limit on average against 0.337,
+SecantusDB 71.5-73.9 % of a core against 74.5-75.9, and offers were as fast. On MongoDB,
+which runs commands in parallel, more may pay."""
 PROBE_CHUNK = 128
 """values per ``$in`` query of a *probe*: a read that expects to find few of its values (a
 replay check, the merge log's losers, claims). A value that matches nothing costs little
@@ -244,10 +249,10 @@ async def find_in(
 ) -> list[Doc]:
     """Documents whose ``field`` is one of ``values`` (and matching ``where``).
 
-    The values go out in chunks of ``chunk``, a few queries at a time. On SecantusDB a
-    large ``$in`` costs O(matches × values): every candidate the index finds is matched
-    again against the whole list (measured: 500 ids by ``_id`` take 600 ms in one query,
-    60 ms in chunks of 32). On MongoDB the chunks cost a few more round trips.
+    The values go out in chunks of ``chunk``, :data:`IN_PARALLEL` queries at a time. On
+    SecantusDB a large ``$in`` costs O(matches × values): every candidate the index finds is
+    matched again against the whole list (measured: 500 ids by ``_id`` take 600 ms in one
+    query, 60 ms in chunks of 32). On MongoDB the chunks cost a few more round trips.
     Values are de-duplicated and each document is returned once.
 
     ``field`` leads the filter, before ``where``: SecantusDB plans with the index of the
