@@ -224,7 +224,7 @@ IN_CHUNK = 32
 IN_PARALLEL = 1
 """``$in`` chunks in flight at once. One: SecantusDB serves each connection on a thread and
 its threads share one interpreter lock, so chunks sent together cost it more CPU than the
-same chunks one after the other. Measured with 8 (bench/HISTORY.md, 2026-11-25 00:00): in 5
+same chunks one after the other. Measured with 8 (bench/HISTORY.md, 2026-11-24 23:53): in 5
 alternated pairs identity resolution was 0.353 of the store's limit on average against 0.337,
 SecantusDB 71.5-73.9 % of a core against 74.5-75.9, and offers were as fast. On MongoDB,
 which runs commands in parallel, more may pay."""
