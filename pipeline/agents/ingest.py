@@ -319,7 +319,7 @@ class Ingestor:
             for i in items
         }
         segments = {cid: info.segment for cid, info in infos.items()}
-        active, fresh = await self._conversations(items, keys, recorded, now, segments)
+        active, fresh = await self._conversations(items, keys, recorded, now, segments, set(shells))
 
         # the timeline
         docs: list[Doc] = []
@@ -356,6 +356,7 @@ class Ingestor:
         recorded: dict[str, str | None],
         now: Any,
         segments: dict[str, str | None],
+        created: set[str],
     ) -> tuple[dict[conversations.Key, Doc], set[str]]:
         """The active conversation of every key: existing, reopened, or newly opened; and
         the ids of those this batch opened (their last_message_at is already the batch's).
@@ -363,9 +364,14 @@ class Ingestor:
         Only an inbound customer message (not an auto-reply, bounce or loop, and not our own
         outbound copy) opens one; on a thread resolved less than ``reopen_window`` ago it
         reopens that conversation instead.
+
+        ``created``: the customers this batch created, whose conversations are not read:
+        nothing could point at them before this batch linked their identifiers. A writer
+        that opens one of theirs meanwhile is the race of one that opens it just after the
+        read: the thread's unique key makes :func:`store.conversations.open_many` read it back.
         """
         store = self.store
-        known = await conversations.by_customers(store, {k[0] for k in keys.values()})
+        known = await conversations.by_customers(store, {k[0] for k in keys.values()} - created)
         active = conversations.active_among(known, keys.values())
         opening: dict[conversations.Key, _Item] = {}
         for item in items:

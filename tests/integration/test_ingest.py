@@ -412,3 +412,45 @@ async def test_a_record_the_store_rejects_is_found_by_halving_and_the_rest_are_s
         s for s in ids if s != "poison"
     )
     assert len({e["id"] for e in pub.events()}) == len(pub.events())  # none twice
+
+
+async def test_the_conversations_of_customers_a_batch_created_are_not_read(
+    store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A customer the batch created has nothing to read back; one created before is read,
+    so its next message joins its open conversation; and a conversation another writer opened
+    for a new customer meanwhile is joined, not doubled."""
+    from store import conversations
+
+    pub = Recorder()
+    ing = Ingestor(store, pub)
+    asked: list[set[str]] = []
+    real_by_customers = conversations.by_customers
+
+    async def by_customers(store_: Any, customer_ids: Any) -> Any:
+        asked.append(set(customer_ids := list(customer_ids)))
+        return await real_by_customers(store_, customer_ids)
+
+    monkeypatch.setattr(conversations, "by_customers", by_customers)
+    await ing.process([raw(sms("a1", "09125550001")), raw(sms("a2", "09125550001"))])
+    assert asked == [set()]
+    a = (await store.identities.find_one({"_id": "phone:+989125550001"}))["customer_id"]
+
+    real_open_many = conversations.open_many
+
+    async def open_many(store_: Any, proposals: Any) -> Any:
+        for p in proposals:  # another worker opens the new customer's thread first
+            if p["customer_id"] != a:
+                await store_.conversations.insert_one(
+                    {**p, "_id": "theirs", "opened_by": "elsewhere", "active": True}
+                )
+        return await real_open_many(store_, proposals)
+
+    monkeypatch.setattr(conversations, "open_many", open_many)
+    await ing.process([raw(sms("a3", "09125550001")), raw(sms("b1", "09125550002"))])
+    assert asked[1] == {a}
+    b = (await store.identities.find_one({"_id": "phone:+989125550002"}))["customer_id"]
+    convs = {d["customer_id"]: d["_id"] async for d in store.conversations.find({})}
+    assert set(convs) == {a, b} and convs[b] == "theirs"
+    by_source = {d["source_id"]: d["conversation_id"] async for d in store.interactions.find({})}
+    assert by_source == {"a1": convs[a], "a2": convs[a], "a3": convs[a], "b1": "theirs"}
