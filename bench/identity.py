@@ -562,7 +562,7 @@ async def batch_reads(w: Workload, customer_of: dict[int, str], mongo: AsyncMong
         "customers.infos": lambda: customers.infos(store, cids),
         "claims.claimants": lambda: claims.claimants(store, idents),
         "merges by trigger": trigger,
-        "interactions.conversation_of": lambda: interactions.conversation_of(store, eids),
+        "interactions.stored": lambda: interactions.stored(store, eids),
         "conversations.by_customers": lambda: conversations.by_customers(
             store, {k[0] for k in keys}),
     }

@@ -23,13 +23,18 @@ async def record_many(store: Store, docs: Sequence[Doc]) -> None:
             raise
 
 
-async def conversation_of(store: Store, ids: Sequence[str]) -> dict[str, str | None]:
-    """Conversation already recorded for each interaction (a replay must keep it): a probe,
-    most interactions are new."""
+async def stored(store: Store, ids: Sequence[str]) -> dict[str, Doc]:
+    """The interactions of these ids already stored, with their ``customer_id`` and
+    ``conversation_id`` (a replay keeps the conversation, and must find the message where it
+    is): a probe, most interactions are new."""
     docs = await find_in(
-        store.interactions, "_id", ids, projection={"conversation_id": 1}, chunk=PROBE_CHUNK
+        store.interactions,
+        "_id",
+        ids,
+        projection={"conversation_id": 1, "customer_id": 1},
+        chunk=PROBE_CHUNK,
     )
-    return {d["_id"]: d.get("conversation_id") for d in docs}
+    return {d["_id"]: d for d in docs}
 
 
 async def timeline(

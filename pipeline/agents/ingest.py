@@ -262,14 +262,15 @@ class Ingestor:
             Sighting(i.event.id, i.identifiers, i.message.occurred_at, i.claimed) for i in items
         ]
         names = {i.event.id: i.message.display_name for i in items}
-        # a replayed interaction keeps the conversation it got first time: read alongside
+        # a replayed interaction stays where its first attempt stored it: read alongside
         small = len(items) <= AT_ONCE_MAX  # see pipeline/together.py
-        resolved, recorded = await together(
+        resolved, stored = await together(
             resolve(store, sightings, self.policy, names),
-            interactions.conversation_of(store, [i.event.id for i in items]),
+            interactions.stored(store, [i.event.id for i in items]),
             at_once=small,
         )
         by_event = resolved.decisions
+        recorded = {eid: d.get("conversation_id") for eid, d in stored.items()}
 
         # customers: the shells created for this batch come alive, newly linked identifiers
         # are added; a customer the batch only wrote to is not touched
@@ -338,11 +339,16 @@ class Ingestor:
         )
 
         # a concurrent merge may have made one of our customers a tombstone meanwhile, and a
-        # concurrent unmerge may have taken back a sender we read as one of theirs
-        written = list(first_event)
+        # concurrent unmerge may have taken back a sender we read as one of theirs. A message
+        # of a replayed batch is where its first attempt stored it, which may be a customer
+        # this attempt no longer reads its sender as (an unmerge ran between the two)
+        placed = {eid: d["customer_id"] for eid, d in stored.items()}
+        written = list(dict.fromkeys([*first_event, *placed.values()]))
         live, marks = await together(
             merges.settle(store, written), merges.split_marks(store, written), at_once=small
         )
+        if placed:
+            docs = [{**d, "customer_id": placed.get(d["_id"], d["customer_id"])} for d in docs]
         retaken = await merges.retake(store, docs, live, marks) if marks else {}
 
         # events for the public stream, deterministic ids so replays re-emit the same ones
@@ -461,8 +467,9 @@ class Ingestor:
         live: dict[str, str],
         retaken: dict[str, str],
     ) -> list[Record]:
-        """``live``: customer → its live root; ``retaken``: interaction → the customer an
-        unmerge took it back to (:func:`store.merges.retake`)."""
+        """``docs``: the interactions as stored; ``live``: customer → its live root;
+        ``retaken``: interaction → the customer an unmerge took it back to
+        (:func:`store.merges.retake`)."""
         out: list[Record] = []
 
         def emit(type_: str, data: Any, parent: str, customer_id: str, *extra: str) -> None:
@@ -478,7 +485,8 @@ class Ingestor:
         for item, doc in zip(items, docs, strict=True):
             eid = item.event.id
             res = by_event[eid]
-            cid = retaken.get(eid) or live.get(res.customer_id, res.customer_id)
+            at: str = doc["customer_id"]  # where it is stored
+            cid = retaken.get(eid) or live.get(at, at)
             if origins.get(res.customer_id) == eid:
                 emit(
                     c.CUSTOMER_CREATED,

@@ -712,3 +712,43 @@ async def test_merge_history_lists_both_sides_newest_first_without_scanning_all_
     one_read = await fastest(lambda: store.merges.find({"survivor_id": "me"}).to_list())
     history = await fastest(lambda: merges.history(store, "me"))
     assert history < 6 * one_read + 0.02, (history, one_read)
+
+
+async def test_a_message_stored_while_an_unmerge_runs_goes_back_even_if_the_batch_is_replayed(
+    store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As above, but the worker dies right after storing the message, before it could take
+    the message back: the replay finds it stored on the customer sara was split from, and
+    must move it all the same (the replay reads her email as her own customer's by then)."""
+    from pymongo.errors import AutoReconnect
+
+    from store import interactions
+
+    pub = Recorder()
+    ing = Ingestor(store, pub, retry_max=0.01)
+    phone_cust, email_cust = await sara_merged(store, ing)
+    entry = await store.merges.find_one({})
+    record_many = interactions.record_many
+    calls = 0
+
+    async def unmerged_then_died(store_: Store, docs: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await merges.unmerge(store, entry["_id"], c.utcnow(), by="supervisor-1")
+        await record_many(store_, docs)
+        if calls == 1:
+            raise AutoReconnect("worker died after storing the batch (test)")
+
+    monkeypatch.setattr(interactions, "record_many", unmerged_then_died)
+    pub.records.clear()
+    await ing.process([raw(msg("e-late", ch("email", "sara@example.com"), thread="t2"))])
+    assert calls == 2
+    on = {d["source_id"]: d["customer_id"] async for d in store.interactions.find({})}
+    assert on == {"p1": phone_cust, "e1": email_cust, "link": email_cust, "e-late": email_cust}
+    conv = await store.conversations.find_one({"thread": "t2"})
+    assert conv["customer_id"] == email_cust and conv["active"]
+    recorded = [json.loads(r.value) for r in pub.records]
+    assert [e["data"]["customer_id"] for e in recorded if e["type"] == c.INTERACTION_RECORDED] == [
+        email_cust
+    ]
