@@ -352,10 +352,14 @@ async def worker_metrics(url: str) -> dict[str, float]:
             text = await r.text()
     except (aiohttp.ClientError, TimeoutError, OSError):
         return {}
-    lines = (ln.partition(" ") for ln in text.splitlines())
-    return {k.removeprefix("omnihub_ingest_").replace('events_total{outcome="', "").rstrip('"}'):
-            float(v) for k, _, v in lines if k.startswith("omnihub_ingest_") and
-            k.endswith(("_sum", "_count", '"stored"}', '"deadletter"}'))}
+    lines = [ln.partition(" ") for ln in text.splitlines()]
+    out = {k.removeprefix("omnihub_ingest_").replace('events_total{outcome="', "").rstrip('"}'):
+           float(v) for k, _, v in lines if k.startswith("omnihub_ingest_") and
+           k.endswith(("_sum", "_count", '"stored"}', '"deadletter"}'))}
+    stage = 'omnihub_ingest_stage_seconds_sum{stage="'  # the steps of a batch: "stage_resolve"
+    out.update(("stage_" + k.removeprefix(stage).rstrip('"}'), float(v))
+               for k, _, v in lines if k.startswith(stage))
+    return out
 
 
 async def dead_letters(bootstrap: str, ids: set[str]) -> Counter[str]:
@@ -449,6 +453,13 @@ async def resolution_phase(a: argparse.Namespace, w: Workload, mongo: AsyncMongo
         size = m1["batch_size_sum"] - m0.get("batch_size_sum", 0)
         res.values.update(worker_batches=int(batches), worker_busy=busy / elapsed,
                           worker_batch_s=busy / batches, worker_batch_mean=size / batches)
+        steps = {k.removeprefix("stage_"): m1[k] - m0.get(k, 0.0) for k in m1
+                 if k.startswith("stage_") and k not in ("stage_write", "stage_publish")}
+        if write := m1.get("stage_write", 0.0) - m0.get("stage_write", 0.0):
+            # where the store part of a batch goes; the rest of write is the worker's own work
+            res.values["worker_steps"] = {k: t / write for k, t in
+                                          sorted(steps.items(), key=lambda kv: -kv[1])}
+            res.values["worker_write_s"] = write
     done = stored + dead
     curve.append((elapsed, done))
     q1 = next((d for t, d in curve if t >= elapsed / 4), done)
@@ -740,6 +751,11 @@ def report(a: argparse.Namespace, w: Workload, res: Result) -> dict[str, Any]:
                    f"{v['worker_batch_mean']:.0f} msgs, {v['worker_batch_s'] * 1000:.0f} ms "
                    f"each ({v['worker_batch_s'] * 1e6 / v['worker_batch_mean']:.0f} µs/msg), "
                    f"in flight {v['worker_busy']:.0%} of the phase")
+    if "worker_steps" in v:
+        rest = 1 - sum(v["worker_steps"].values())
+        out.append(f"              its writes ({v['worker_write_s']:.1f} s): " + ", ".join(
+            f"{k} {share:.0%}" for k, share in v["worker_steps"].items()) +
+            f", decoding and events {rest:.0%}")
     out += [
         f"              rate in the first quarter of the phase {fmt(v['rate_q1'], ' msg/s')}, "
         f"in the last quarter {fmt(v['rate_q4'], ' msg/s')}",
@@ -794,6 +810,7 @@ def report(a: argparse.Namespace, w: Workload, res: Result) -> dict[str, Any]:
                if isinstance(v.get(k), float) else v.get(k)) for k in keys}
     doc["cpu"] = {k: round(p, 1) for k, p in res.cpu.items() if p >= 0.5}
     doc["batch_reads_ms"] = {k: round(ms, 1) for k, ms in v["batch_reads_ms"].items()}
+    doc["worker_steps"] = {k: round(share, 3) for k, share in v.get("worker_steps", {}).items()}
     doc.update(rate_q1=round(v["rate_q1"], 2), rate_q4=round(v["rate_q4"], 2))
     print(orjson.dumps(doc).decode(), flush=True)
     return doc

@@ -48,7 +48,9 @@ BATCH_SECONDS = Histogram(
 STAGE_SECONDS = Histogram(
     "omnihub_ingest_stage_seconds",
     "one ingest batch's stages: write = the store's part, publish = its events until the "
-    "broker acknowledged them (waits for the batch before, events leave in order)",
+    "broker acknowledged them (waits for the batch before, events leave in order); the steps "
+    "of write: resolve (identities, merges, suggestions), customers, conversations, timeline "
+    "(interactions and conversation activity), settle (concurrent merges and unmerges)",
     ["stage"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
@@ -258,6 +260,7 @@ class Ingestor:
     async def _apply(self, items: list[_Item]) -> list[Record]:
         now = c.utcnow()
         store = self.store
+        lap = _Laps()
         sightings = [
             Sighting(i.event.id, i.identifiers, i.message.occurred_at, i.claimed) for i in items
         ]
@@ -271,6 +274,7 @@ class Ingestor:
         )
         by_event = resolved.decisions
         recorded = {eid: d.get("conversation_id") for eid, d in stored.items()}
+        lap("resolve")
 
         # customers: the shells created for this batch come alive, newly linked identifiers
         # are added; a customer the batch only wrote to is not touched
@@ -313,6 +317,7 @@ class Ingestor:
             ],
             now,
         )
+        lap("customers")
 
         # conversations
         keys = {
@@ -321,6 +326,7 @@ class Ingestor:
         }
         segments = {cid: info.segment for cid, info in infos.items()}
         active, fresh = await self._conversations(items, keys, recorded, now, segments, set(shells))
+        lap("conversations")
 
         # the timeline
         docs: list[Doc] = []
@@ -337,6 +343,7 @@ class Ingestor:
             conversations.touch_many(store, touch),
             at_once=small,
         )
+        lap("timeline")
 
         # a concurrent merge may have made one of our customers a tombstone meanwhile, and a
         # concurrent unmerge may have taken back a sender we read as one of theirs. A message
@@ -350,6 +357,7 @@ class Ingestor:
         if placed:
             docs = [{**d, "customer_id": placed.get(d["_id"], d["customer_id"])} for d in docs]
         retaken = await merges.retake(store, docs, live, marks) if marks else {}
+        lap("settle")
 
         # events for the public stream, deterministic ids so replays re-emit the same ones
         out = self._events(items, by_event, origins, active, keys, docs, live, retaken)
@@ -549,6 +557,18 @@ class Ingestor:
                     cid,
                 )
         return out
+
+
+class _Laps:
+    """Times the steps of a batch's write into :data:`STAGE_SECONDS`, one after the other."""
+
+    def __init__(self) -> None:
+        self.at = time.perf_counter()
+
+    def __call__(self, stage: str) -> None:
+        now = time.perf_counter()
+        STAGE_SECONDS.labels(stage).observe(now - self.at)
+        self.at = now
 
 
 def _id_or_none(doc: Doc | None) -> str | None:

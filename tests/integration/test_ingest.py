@@ -454,3 +454,22 @@ async def test_the_conversations_of_customers_a_batch_created_are_not_read(
     assert set(convs) == {a, b} and convs[b] == "theirs"
     by_source = {d["source_id"]: d["conversation_id"] async for d in store.interactions.find({})}
     assert by_source == {"a1": convs[a], "a2": convs[a], "a3": convs[a], "b1": "theirs"}
+
+
+async def test_a_batch_times_each_step_of_its_write(store) -> None:
+    """omnihub_ingest_stage_seconds carries the steps of a batch's write, so an operator sees
+    which one a slow worker waits on; together they take no more than the write itself."""
+    from prometheus_client import REGISTRY
+
+    steps = ("resolve", "customers", "conversations", "timeline", "settle", "write")
+
+    def sample(kind: str) -> dict[str, float]:
+        name = f"omnihub_ingest_stage_seconds_{kind}"
+        return {s: REGISTRY.get_sample_value(name, {"stage": s}) or 0.0 for s in steps}
+
+    sums, counts = sample("sum"), sample("count")
+    await Ingestor(store, Recorder()).process([raw(sms("st1", "09125559999"))])
+    took = {s: t - sums[s] for s, t in sample("sum").items()}
+    assert {s: n - counts[s] for s, n in sample("count").items()} == dict.fromkeys(steps, 1)
+    assert all(took[s] > 0 for s in steps)
+    assert sum(took[s] for s in steps[:-1]) <= took["write"]
