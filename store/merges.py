@@ -7,7 +7,8 @@ resume (:func:`resume_pending`) and that concurrent writers cannot slip past:
 2. the loser becomes a tombstone (``merged_into``) *before* anything moves, so a writer that
    linked something to the loser a moment ago sees the tombstone when it checks and settles it;
 3. identities, interactions and conversations of the loser are re-pointed to the survivor;
-4. the survivor gains the loser's identifiers;
+4. the survivor gains the loser's identifiers (less those an unmerge running meanwhile took
+   back);
 5. if another merge made the survivor a tombstone meanwhile (after step 2, its own re-point
    before ours), what steps 3-4 moved onto it moves on to the live root (:func:`settle`); the
    log entry becomes ``done``.
@@ -301,6 +302,9 @@ async def _run_many(store: Store, entries: Sequence[Doc], now: datetime) -> None
         ],
         ordered=False,
     )
+    await _drop_taken_back(
+        store, {e["survivor_id"]: docs.get(e["loser_id"], {}).get("identifiers", []) for e in ours}
+    )
     # 5. a survivor another merge made a tombstone after our step 2 (its re-point done before
     # ours) holds what step 3 just moved onto it: on to its live root (before the log says
     # done, so a crash here resumes it)
@@ -316,6 +320,30 @@ async def _run_many(store: Store, entries: Sequence[Doc], now: datetime) -> None
     )
     for e in ours:
         log.info("merge.done merge=%s", e["_id"])
+
+
+async def _drop_taken_back(store: Store, added: Mapping[str, Sequence[str]]) -> None:
+    """Step 4 added what the losers' documents listed when it read them; an unmerge that
+    took one of those identifiers back from the survivor meanwhile (it moves the identity,
+    then pulls it from the survivor's list) may have pulled before step 4 added. Read
+    after adding, the identity shows whom it belongs to: what another customer owns leaves
+    the survivor's list. An unmerge that moves it later pulls it itself. Owners are compared
+    by their live roots: a survivor merged on meanwhile keeps the list it hands on."""
+    wanted = {i for idents in added.values() for i in idents}
+    if not wanted:
+        return
+    owner = {
+        d["_id"]: d["customer_id"]
+        for d in await find_in(store.identities, "_id", wanted, projection={"customer_id": 1})
+    }
+    live = await roots(store, list({*owner.values(), *added}))
+    ops = [
+        UpdateOne({"_id": survivor}, {"$pull": {"identifiers": {"$in": gone}}})
+        for survivor, idents in added.items()
+        if (gone := [i for i in idents if i in owner and live[owner[i]] != live[survivor]])
+    ]
+    if ops:
+        await store.customers.bulk_write(ops, ordered=False)
 
 
 async def _supersede(store: Store, entry: Doc, now: datetime) -> None:

@@ -752,3 +752,42 @@ async def test_a_message_stored_while_an_unmerge_runs_goes_back_even_if_the_batc
     assert [e["data"]["customer_id"] for e in recorded if e["type"] == c.INTERACTION_RECORDED] == [
         email_cust
     ]
+
+
+async def test_a_merge_adding_identifiers_an_unmerge_took_back_meanwhile_drops_them(
+    store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An agent's unmerge of l from s has checked that s was not merged again; a worker then
+    merges s into the older a and reads what s's document lists (l's identifier among them);
+    the unmerge takes l's things back from a; only then does the merge add what it read to a.
+    a must not list an identifier l owns."""
+    ing = Ingestor(store, Recorder())
+    a, s, l_ = await three_customers(store, ing)
+    entry = await merges.merge(
+        store, "m-l", s, l_, reason="t", identifier=None, trigger=None, now=c.utcnow()
+    )
+    assert entry is not None
+    real_find_in = merges.find_in
+    undone = False
+
+    async def unmerged_meanwhile(coll: Any, field: str, values: Any, *args: Any, **kw: Any) -> Any:
+        nonlocal undone
+        found = await real_find_in(coll, field, values, *args, **kw)
+        if not undone and kw.get("projection") == {"identifiers": 1, "name_tokens": 1}:
+            undone = True  # the merge of s read s's identifiers: the unmerge runs now
+            started = await store.merges.find_one_and_update(
+                {"_id": "m-l"}, {"$set": {"state": "undoing"}}, return_document=True
+            )
+            await merges._undo(store, started, c.utcnow())
+        return found
+
+    monkeypatch.setattr(merges, "find_in", unmerged_meanwhile)
+    await merges.merge(
+        store, "m-s", a, s, reason="t", identifier=None, trigger=None, now=c.utcnow()
+    )
+    assert undone
+    assert await owner(store, "telegram:333") == l_
+    docs = {d["_id"]: d async for d in store.customers.find({"_id": {"$in": [a, l_]}})}
+    assert "telegram:333" in docs[l_]["identifiers"]
+    assert "telegram:333" not in docs[a]["identifiers"]
+    assert {"telegram:111", "telegram:222"} <= set(docs[a]["identifiers"])
