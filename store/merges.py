@@ -336,11 +336,18 @@ async def _drop_taken_back(store: Store, added: Mapping[str, Sequence[str]]) -> 
         d["_id"]: d["customer_id"]
         for d in await find_in(store.identities, "_id", wanted, projection={"customer_id": 1})
     }
-    live = await roots(store, list({*owner.values(), *added}))
+    # nearly always every identity is the survivor's own: only the others need their roots
+    elsewhere = {
+        survivor: [i for i in idents if owner.get(i, survivor) != survivor]
+        for survivor, idents in added.items()
+    }
+    if not any(elsewhere.values()):
+        return
+    live = await roots(store, list({*(owner[i] for v in elsewhere.values() for i in v), *added}))
     ops = [
         UpdateOne({"_id": survivor}, {"$pull": {"identifiers": {"$in": gone}}})
-        for survivor, idents in added.items()
-        if (gone := [i for i in idents if i in owner and live[owner[i]] != live[survivor]])
+        for survivor, idents in elsewhere.items()
+        if (gone := [i for i in idents if live[owner[i]] != live[survivor]])
     ]
     if ops:
         await store.customers.bulk_write(ops, ordered=False)
