@@ -5,7 +5,9 @@ from __future__ import annotations
 from store.agents import load_of
 from store.mongo import Doc
 
-HIDDEN = ("password_hash", "token_hash", "holds")
+# secrets, and bookkeeping a reader learns better elsewhere (a customer's merges and
+# suggestions are listed in full beside its flags)
+HIDDEN = ("password_hash", "token_hash", "holds", "in_merges", "in_suggestions")
 
 
 def public(doc: Doc | None) -> Doc | None:

@@ -3,7 +3,8 @@
 A merge is a log entry plus idempotent steps, in an order that a crash at any point can
 resume (:func:`resume_pending`) and that concurrent writers cannot slip past:
 
-1. the log entry (``pending``) with a snapshot of what the loser owns — the basis of unmerge;
+1. the log entry (``pending``) with a snapshot of what the loser owns — the basis of unmerge
+   (first both customers are flagged ``in_merges``, so profile reads know to read the log);
 2. the loser becomes a tombstone (``merged_into``) *before* anything moves, so a writer that
    linked something to the loser a moment ago sees the tombstone when it checks and settles it;
 3. identities, interactions and conversations of the loser are re-pointed to the survivor;
@@ -31,6 +32,7 @@ from pymongo import UpdateMany, UpdateOne
 from pymongo.errors import BulkWriteError, ConnectionFailure, DuplicateKeyError
 
 from pipeline.contract import deterministic_id
+from store import customers
 from store.mongo import (
     PROBE_CHUNK,
     Doc,
@@ -212,6 +214,7 @@ async def _merge_round(
             }
             for i in fresh
         ]
+        await customers.mark_named(store, [order[i][n] for i in fresh for n in (0, 1)], "merges")
         raced = set(await insert_new(store.merges, docs))  # another writer logged it first
         entries.update((d["_id"], d) for n, d in enumerate(docs) if n not in raced)
         if raced:

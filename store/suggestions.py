@@ -9,6 +9,7 @@ from typing import Any
 from pymongo import UpdateOne
 
 from pipeline.contract import deterministic_id
+from store import customers
 from store.mongo import Doc, Store, guarded_update
 
 
@@ -40,6 +41,7 @@ async def record_many(store: Store, items: Sequence[Doc], now: datetime) -> None
                 upsert=True,
             )
         )
+    await customers.mark_named(store, {c for s in items for c in s["customers"]}, "suggestions")
     await store.suggestions.bulk_write(ops, ordered=False)
 
 

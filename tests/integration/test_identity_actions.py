@@ -6,13 +6,17 @@ import json
 import re
 
 import pytest
+from pymongo import AsyncMongoClient
 
+from hub.customers import profile
 from hub.identity import IdentityActionError, IdentityActions
 from pipeline import contract as c
 from pipeline import topics
 from pipeline.agents.ingest import Ingestor
+from store.mongo import Store
 from tests.integration.test_ingest import Recorder, raw
 from tests.integration.test_merges import ch, claimed, msg, owner
+from tests.integration.test_router import Reads
 
 pytestmark = pytest.mark.integration
 
@@ -104,3 +108,52 @@ async def test_identifiers_that_cannot_receive_a_code_are_refused(store) -> None
     with pytest.raises(IdentityActionError) as err:
         await IdentityActions(store, Recorder()).start_verification(visitor, "webchat:v-2")
     assert err.value.status == 400
+
+
+async def test_a_profile_reads_merges_and_suggestions_only_of_customers_they_name(
+    store, mongo_url
+) -> None:
+    """A lookup is 6 reads when it reads everything; customers no merge or suggestion ever
+    named (most of them) are read in 3. Customers written before the flags read all 6."""
+    mail, visitor = await two_customers_and_a_claim(store)
+    ing = Ingestor(store, Recorder())
+    await ing.process([raw(msg("s1", ch("phone", "+989121112233")))])
+    plain = await owner(store, "phone:+989121112233")
+    flags = {
+        d["_id"]: (d["in_merges"], d["in_suggestions"]) async for d in store.customers.find({})
+    }
+    assert flags == {mail: (False, True), visitor: (False, True), plain: (False, False)}
+    reads = Reads()
+    client: AsyncMongoClient = AsyncMongoClient(mongo_url, event_listeners=[reads])
+    try:
+        watched = Store(client, client[store.db.name])
+        got = await profile(watched, plain)
+        assert got is not None and got["identifiers"] == ["phone:+989121112233"]
+        assert got["merges"] == [] and got["merge_suggestions"] == []
+        assert "in_merges" not in got and "in_suggestions" not in got
+        assert reads.finds == ["customers", "identities"]
+        reads.finds.clear()
+        got = await profile(watched, mail)
+        assert [s["identifier"] for s in got["merge_suggestions"]] == ["email:nima@example.com"]
+        assert reads.finds == ["customers", "identities", "merge_suggestions"]
+        # confirming the suggestion merges the two: both are named in the log from then on
+        sug = await store.suggestions.find_one({})
+        done = await IdentityActions(store, Recorder()).decide(sug["_id"], True, by="sup-1")
+        for cid in (mail, visitor):
+            assert (await store.customers.find_one({"_id": cid}))["in_merges"] is True
+        reads.finds.clear()
+        got = await profile(watched, visitor)  # the merged one: its survivor answers
+        assert got["id"] == mail and got["requested_id"] == visitor
+        assert [m["id"] for m in got["merges"]] == [done["merge_id"]]
+        assert reads.finds.count("merges") == 2
+        # a customer an earlier version wrote has no flags: everything is read, as before
+        await store.customers.update_many({}, {"$unset": {"in_merges": 1, "in_suggestions": 1}})
+        await store.suggestions.update_many({}, {"$set": {"state": "open"}})
+        got = await profile(watched, mail)
+        assert [m["id"] for m in got["merges"]] == [done["merge_id"]]
+        assert len(got["merge_suggestions"]) == 1
+        reads.finds.clear()
+        await profile(watched, plain)
+        assert reads.finds == ["customers", "identities", "merges", "merges", "merge_suggestions"]
+    finally:
+        await client.close()
