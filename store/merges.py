@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import UpdateMany, UpdateOne
@@ -46,6 +46,9 @@ from store.mongo import (
 log = logging.getLogger("omnihub.merges")
 
 MAX_HOPS = 32
+# a writer's batch reads identities and stores its messages within seconds: an unmerge that
+# marked a customer longer ago than this cannot have raced with it (see split_marks)
+RECENT_SPLITS = timedelta(hours=1)
 
 
 class MergeError(Exception):
@@ -603,18 +606,27 @@ async def _mark_split(store: Store, entry: Doc, holder: str, now: datetime) -> N
     )
 
 
-async def split_marks(store: Store, customer_ids: Sequence[str]) -> list[Doc]:
-    """The marks unmerges of the last hour left on these customers (:func:`_mark_split`).
+async def split_marks(
+    store: Store, customer_ids: Sequence[str], since: datetime | None
+) -> list[Doc]:
+    """The marks unmerges left on these customers (:func:`_mark_split`) since ``since``, or
+    of any age (kept a week, ``store/mongo.py``) when ``since`` is None.
+
+    A writer's batch checks the marks of the last hour: it read its senders' identities a
+    moment ago. A replayed batch checks them all: its first attempt stored its messages
+    before a crash, however long ago (:func:`retake`).
 
     Most hours see no unmerge: one read for any mark at all comes first, and only if there
     is one are the customers probed (that probe cost identity resolution 4-6 % of its
     throughput, ``bench/HISTORY.md``)."""
-    if await store.splits.find_one({}, {"_id": 1}) is None:
+    where: Doc = {} if since is None else {"at": {"$gte": since}}
+    if await store.splits.find_one(where, {"_id": 1}) is None:
         return []
     return await find_in(
         store.splits,
         "customer_id",
         customer_ids,
+        where,
         projection={"customer_id": 1, "identifiers": 1},
         chunk=PROBE_CHUNK,  # a probe: unmerges are rare
     )

@@ -15,11 +15,16 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, PyMongoError
+from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
 
 log = logging.getLogger(__name__)
 
 Doc = dict[str, Any]
+
+SPLIT_MARKS_KEPT_S = 7 * 86400  # unmerge marks: Kafka's default retention (store/merges.py)
+# an index of that name exists with other options (MongoDB: 85; SecantusDB: 86, which
+# MongoDB answers when the keys differ too; the retune below changes only expiries)
+INDEX_CONFLICTS = (85, 86)
 
 INDEXES: dict[str, list[IndexModel]] = {
     # identities: _id = normalised identifier (unique by construction) → customer_id
@@ -71,11 +76,12 @@ INDEXES: dict[str, list[IndexModel]] = {
     "verifications": [
         IndexModel([("expires_at", ASCENDING)], name="expiry", expireAfterSeconds=86400),
     ],
-    # an unmerge's marks on the customers it takes the loser's things from (store/merges.py);
-    # a writer's batch ends long before an hour is out
+    # an unmerge's marks on the customers it takes the loser's things from (store/merges.py):
+    # a batch that stored a message before a crash reads them when it is replayed, however
+    # long the worker was down, so they are kept as long as Kafka keeps a batch by default
     "unmerge_splits": [
         IndexModel([("customer_id", ASCENDING)], name="by_customer"),
-        IndexModel([("at", ASCENDING)], name="expiry", expireAfterSeconds=3600),
+        IndexModel([("at", ASCENDING)], name="expiry", expireAfterSeconds=SPLIT_MARKS_KEPT_S),
     ],
     "agents": [
         # login name; agents of the first cut had none (they had a token)
@@ -316,12 +322,42 @@ OBSOLETE_INDEXES: dict[str, tuple[str, ...]] = {
 
 async def ensure_indexes(store: Store) -> None:
     for name, models in INDEXES.items():
-        await store.db[name].create_indexes(models)
+        try:
+            await store.db[name].create_indexes(models)
+        except OperationFailure as exc:
+            if exc.code not in INDEX_CONFLICTS:
+                raise
+            # an earlier version gave an index another expiry: retune it in place
+            await _retune_expiry(store, name, models)
+            await store.db[name].create_indexes(models)
     for name, obsolete in OBSOLETE_INDEXES.items():
         existing = {ix["name"] async for ix in await store.db[name].list_indexes()}
         for index in set(obsolete) & existing:
             log.info("store.drop_obsolete_index collection=%s index=%s", name, index)
             await store.db[name].drop_index(index)
+
+
+async def _retune_expiry(store: Store, name: str, models: Sequence[IndexModel]) -> None:
+    """Set the expiry of this version on the TTL indexes of collection ``name``, in place
+    (``collMod``: no window without the index, no rebuild)."""
+    existing = {ix["name"]: ix async for ix in await store.db[name].list_indexes()}
+    for model in models:
+        spec = model.document
+        now = existing.get(spec["name"], {}).get("expireAfterSeconds")
+        if "expireAfterSeconds" not in spec or now is None or now == spec["expireAfterSeconds"]:
+            continue
+        log.info(
+            "store.retune_expiry collection=%s index=%s from=%s to=%s",
+            name,
+            spec["name"],
+            now,
+            spec["expireAfterSeconds"],
+        )
+        await store.db.command(
+            "collMod",
+            name,
+            index={"name": spec["name"], "expireAfterSeconds": spec["expireAfterSeconds"]},
+        )
 
 
 async def wait_ready(store: Store, timeout: float) -> None:

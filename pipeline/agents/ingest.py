@@ -348,11 +348,13 @@ class Ingestor:
         # a concurrent merge may have made one of our customers a tombstone meanwhile, and a
         # concurrent unmerge may have taken back a sender we read as one of theirs. A message
         # of a replayed batch is where its first attempt stored it, which may be a customer
-        # this attempt no longer reads its sender as (an unmerge ran between the two)
+        # this attempt no longer reads its sender as (an unmerge ran between the two, however
+        # long ago: the worker may have been down for days): its batch reads marks of any age
         placed = {eid: d["customer_id"] for eid, d in stored.items()}
         written = list(dict.fromkeys([*first_event, *placed.values()]))
+        since = None if placed else now - merges.RECENT_SPLITS
         live, marks = await together(
-            merges.settle(store, written), merges.split_marks(store, written), at_once=small
+            merges.settle(store, written), merges.split_marks(store, written, since), at_once=small
         )
         if placed:
             docs = [{**d, "customer_id": placed.get(d["_id"], d["customer_id"])} for d in docs]

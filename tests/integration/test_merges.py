@@ -7,6 +7,7 @@ import json
 import os
 import random
 from collections import defaultdict
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ from pymongo import AsyncMongoClient, monitoring
 from pipeline import contract as c
 from pipeline.agents.ingest import Ingestor
 from store import merges
-from store.mongo import Store
+from store.mongo import Store, ensure_indexes
 from tests.integration.test_ingest import Recorder, assert_orphans, raw
 from tests.timing import fastest
 from unify.resolver import Policy
@@ -714,12 +715,14 @@ async def test_merge_history_lists_both_sides_newest_first_without_scanning_all_
     assert history < 6 * one_read + 0.02, (history, one_read)
 
 
+@pytest.mark.parametrize("down_for", [timedelta(0), timedelta(days=2)], ids=["at-once", "2-days"])
 async def test_a_message_stored_while_an_unmerge_runs_goes_back_even_if_the_batch_is_replayed(
-    store, monkeypatch: pytest.MonkeyPatch
+    store, monkeypatch: pytest.MonkeyPatch, down_for: timedelta
 ) -> None:
     """As above, but the worker dies right after storing the message, before it could take
     the message back: the replay finds it stored on the customer sara was split from, and
-    must move it all the same (the replay reads her email as her own customer's by then)."""
+    must move it all the same (the replay reads her email as her own customer's by then).
+    Also when the worker stays down for days: the unmerge's mark is that old by the replay."""
     from pymongo.errors import AutoReconnect
 
     from store import interactions
@@ -735,7 +738,7 @@ async def test_a_message_stored_while_an_unmerge_runs_goes_back_even_if_the_batc
         nonlocal calls
         calls += 1
         if calls == 1:
-            await merges.unmerge(store, entry["_id"], c.utcnow(), by="supervisor-1")
+            await merges.unmerge(store, entry["_id"], c.utcnow() - down_for, by="supervisor-1")
         await record_many(store_, docs)
         if calls == 1:
             raise AutoReconnect("worker died after storing the batch (test)")
@@ -752,6 +755,51 @@ async def test_a_message_stored_while_an_unmerge_runs_goes_back_even_if_the_batc
     assert [e["data"]["customer_id"] for e in recorded if e["type"] == c.INTERACTION_RECORDED] == [
         email_cust
     ]
+
+
+async def test_unmerge_marks_are_kept_a_week_and_an_older_expiry_is_retuned(store) -> None:
+    """A replay may come days after its batch's first attempt: the marks it reads must still
+    be there. A database set up by an earlier version (marks kept an hour) is retuned."""
+    await store.splits.drop_index("expiry")
+    await store.splits.create_index([("at", 1)], name="expiry", expireAfterSeconds=3600)
+    await store.splits.insert_one({"_id": "m", "customer_id": "c", "at": c.utcnow()})
+    await ensure_indexes(store)
+    ix = {i["name"]: i async for i in await store.splits.list_indexes()}
+    assert ix["expiry"]["expireAfterSeconds"] == 7 * 86400
+    assert ix["expiry"]["key"] == {"at": 1}
+    await ensure_indexes(store)  # and again: nothing to do
+    assert await store.splits.count_documents({}) == 1
+
+
+async def test_a_batch_probes_unmerge_marks_only_when_one_is_under_an_hour_old(
+    store, mongo_url
+) -> None:
+    """Marks are kept a week for replays, but a fresh batch read its senders a moment ago:
+    an older mark cannot concern it, and must not cost it the probe of its customers."""
+    await Ingestor(store, Recorder()).process([raw(msg("p1", ch("phone", "09121234567")))])
+    cust = await owner(store, "phone:+989121234567")
+    mark = {"customer_id": cust, "merge_id": "m", "identifiers": ["email:x@example.com"]}
+    await store.splits.insert_one({"_id": "old", **mark, "at": c.utcnow() - timedelta(hours=2)})
+    finds = Finds()
+    client: AsyncMongoClient = AsyncMongoClient(mongo_url, event_listeners=[finds])
+    try:
+        ing = Ingestor(Store(client, client[store.db.name]), Recorder())
+        await ing.process([raw(msg("p2", ch("phone", "09121234567")))])
+        splits = [q for coll, q in finds.filters if coll == "unmerge_splits"]
+        assert len(splits) == 1  # is there any recent mark: no
+        await store.splits.insert_one({"_id": "new", **mark, "at": c.utcnow()})
+        finds.filters.clear()
+        await ing.process([raw(msg("p3", ch("phone", "09121234567")))])
+        splits = [q for coll, q in finds.filters if coll == "unmerge_splits"]
+        assert len(splits) == 2  # yes: which of ours are marked (recently)
+        assert splits[1]["customer_id"] == {"$in": [cust]} and "at" in splits[1]
+    finally:
+        await client.close()
+    assert {d["source_id"] async for d in store.interactions.find({"customer_id": cust})} == {
+        "p1",
+        "p2",
+        "p3",
+    }
 
 
 async def test_a_merge_adding_identifiers_an_unmerge_took_back_meanwhile_drops_them(
