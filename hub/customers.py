@@ -22,7 +22,7 @@ from hub.web import (
 )
 from router.api import public
 from store import customers, identities, interactions, merges, suggestions
-from store.mongo import Store
+from store.mongo import Doc, Store
 from unify.identifiers import InvalidIdentifier, parse_identifier
 from unify.text import query_tokens
 
@@ -58,10 +58,28 @@ async def profile(store: Store, customer_id: str) -> dict[str, object] | None:
     doc = await customers.get(store, customer_id)
     if doc is None:
         return None
+    owned = await identities.of_customer(store, doc["_id"])
+    return await _profile(store, doc, owned, customer_id)
+
+
+async def profile_of(store: Store, identifier: str) -> dict[str, object] | None:
+    """:func:`profile` of the customer ``identifier`` belongs to; None if no one owns it.
+
+    Most customers take one read (identity, customer and identifiers together)."""
+    found = await identities.owner_of(store, identifier)
+    if found is None:
+        return None
+    owner, doc, owned = found
+    if doc is None or doc.get("merged_into"):
+        return await profile(store, owner)  # a merge is re-pointing it: follow it
+    return await _profile(store, doc, owned, owner)
+
+
+async def _profile(store: Store, doc: Doc, owned: list[str], asked: str) -> dict[str, object]:
     out = public(doc) or {}
-    out["identifiers"] = await identities.of_customer(store, doc["_id"])
-    # most customers were never named by a merge or a suggestion: their flags spare 3 of
-    # the 6 reads, which is what a lookup costs SecantusDB most (it serves one at a time)
+    out["identifiers"] = owned
+    # most customers were never named by a merge or a suggestion: their flags spare the
+    # reads of both (SecantusDB serves one command at a time; a lookup was 6 of them)
     out["merges"] = []
     if customers.named_in(doc, "merges"):
         out["merges"] = [public(m) for m in await merges.history(store, doc["_id"])]
@@ -69,8 +87,8 @@ async def profile(store: Store, customer_id: str) -> dict[str, object] | None:
     if customers.named_in(doc, "suggestions"):
         found = await suggestions.for_customer(store, [doc["_id"]])
         out["merge_suggestions"] = [public(s) for s in found]
-    if doc["_id"] != customer_id:
-        out["requested_id"] = customer_id  # asked for a merged customer: this is its survivor
+    if doc["_id"] != asked:
+        out["requested_id"] = asked  # asked for a merged customer: this is its survivor
     return out
 
 
@@ -92,10 +110,10 @@ async def find_customer(request: web.Request) -> web.Response:
         found = await customers.search_by_name(store, tokens)
         return json_response({"customers": [public(d) for d in found]})
     ident = _parse_identifier(request, request.query.get("identifier"))
-    owner = (await identities.lookup(store, [ident])).get(ident)
-    if owner is None:
+    out = await profile_of(store, ident)
+    if out is None:
         raise not_found(f"customer with {ident.split(':', 1)[0]} identifier")
-    return json_response(await _customer(request, owner))
+    return json_response(out)
 
 
 async def get_customer(request: web.Request) -> web.Response:

@@ -6,9 +6,9 @@ import json
 import re
 
 import pytest
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, monitoring
 
-from hub.customers import profile
+from hub.customers import profile, profile_of
 from hub.identity import IdentityActionError, IdentityActions
 from pipeline import contract as c
 from pipeline import topics
@@ -155,5 +155,55 @@ async def test_a_profile_reads_merges_and_suggestions_only_of_customers_they_nam
         reads.finds.clear()
         await profile(watched, plain)
         assert reads.finds == ["customers", "identities", "merges", "merges", "merge_suggestions"]
+    finally:
+        await client.close()
+
+
+class Commands(monitoring.CommandListener):
+    """(command, collection) of each read a client sends."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name in ("find", "aggregate"):
+            self.sent.append((event.command_name, str(event.command[event.command_name])))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_a_lookup_by_identifier_is_one_read_for_most_customers(store, mongo_url) -> None:
+    """The identity, its customer and the customer's identifiers come in one aggregate; a
+    lookup that lands on a customer a merge is moving follows it to the survivor."""
+    mail, visitor = await two_customers_and_a_claim(store)
+    await Ingestor(store, Recorder()).process([raw(msg("s1", ch("phone", "+989121112233")))])
+    plain = await owner(store, "phone:+989121112233")
+    await store.identities.insert_one({"_id": "phone:+989120000000", "customer_id": plain})
+    sent = Commands()
+    client: AsyncMongoClient = AsyncMongoClient(mongo_url, tz_aware=True, event_listeners=[sent])
+    try:
+        watched = Store(client, client[store.db.name])
+        got = await profile_of(watched, "phone:+989121112233")
+        assert sent.sent == [("aggregate", "identities")]
+        assert got == await profile(store, plain)
+        assert got["identifiers"] == ["phone:+989120000000", "phone:+989121112233"]
+        assert "requested_id" not in got
+        sent.sent.clear()
+        got = await profile_of(watched, "email:nima@example.com")  # it has a suggestion
+        assert sent.sent == [("aggregate", "identities"), ("find", "merge_suggestions")]
+        assert got == await profile(store, mail)
+        assert await profile_of(watched, "email:nobody@example.com") is None
+        # mid-merge: the visitor is a tombstone, its identity not yet re-pointed
+        await store.customers.update_one({"_id": visitor}, {"$set": {"merged_into": mail}})
+        got = await profile_of(watched, "webchat:v-1")
+        assert got["id"] == mail and got["requested_id"] == visitor
+        # an identity whose customer is missing (never the case while customers are written
+        # first): no customer rather than an error
+        await store.identities.insert_one({"_id": "api:ghost", "customer_id": "nobody"})
+        assert await profile_of(watched, "api:ghost") is None
     finally:
         await client.close()
