@@ -11,6 +11,7 @@ from aiohttp import web
 from connectors.api import ApiConnector
 from connectors.api.send import ReplyRecorder
 from hub import customers
+from hub.heap import freeze_startup
 from hub.identity import IdentityActions
 from hub.settings import Settings
 from hub.web import API_TOKEN, MAX_BODY, STORE, edge, healthz, metrics
@@ -54,6 +55,7 @@ def create_app(settings: Settings) -> web.Application:
         connector.publisher = publisher
         recorder = ReplyRecorder(publisher, settings)  # api-channel replies → the timeline
         await recorder.start()
+        freeze_startup()  # what start-up made lives on: full collections skip it
         log.info("api.ready url=%s console=%s/console/", settings.api_url, settings.api_url)
         yield
         await recorder.stop()

@@ -12,6 +12,7 @@ from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from hub.heap import freeze_startup
 from hub.settings import Settings
 from pipeline import topics
 from pipeline.agents.ingest import BatchResult, Ingestor, RawRecord
@@ -103,6 +104,7 @@ def create_app(settings: Settings) -> faust.App:
             reopen_window=settings.reopen_window,
             routing=RouterConfig.from_settings(settings),
         )
+        freeze_startup()  # what start-up made lives on: full collections skip it
         log.info("worker.store_ready")
 
     @app.agent(inbound, name="ingest")

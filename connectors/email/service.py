@@ -29,6 +29,7 @@ from connectors.base import Connector
 from connectors.email.config import ConfigError, Inbox, load_inboxes
 from connectors.email.parse import ParsedMail, Unparseable, parse_mail
 from connectors.errors import UpstreamUnavailable
+from hub.heap import freeze_startup
 from hub.settings import Settings
 from pipeline import contract as c
 from pipeline import topics
@@ -397,6 +398,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         for w in watchers:
             w.start()
         await connector.start()
+        freeze_startup()  # what start-up made lives on: full collections skip it
         log.info(
             "email.ready smtp=%s:%d imap_mailboxes=%d",
             settings.host,

@@ -54,6 +54,7 @@ from connectors.webchat.parse import (
 )
 from connectors.webchat.tabs import Tab, Tabs
 from connectors.webchat.tokens import Signer, new_session_id, new_visitor_id
+from hub.heap import freeze_startup
 from hub.settings import Settings
 from hub.web import error_response, json_response
 from pipeline import contract as c
@@ -632,6 +633,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         await fanout.start()
         await recorder.start()
         await connector.start()
+        freeze_startup()  # what start-up made lives on: full collections skip it
         log.info(
             "webchat.ready url=%s inboxes=%s", settings.webchat_url, ",".join(connector.inboxes)
         )
