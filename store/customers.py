@@ -24,17 +24,18 @@ SEARCH_CANDIDATES = 5000  # most customers one name search looks at
 NOTHING_LOGGED: dict[str, bool] = {"in_merges": False, "in_suggestions": False}
 
 
-def named_in(doc: Doc, log: str) -> bool:
-    """Whether ``log`` (``merges`` or ``suggestions``) may name this customer."""
-    return doc.get(f"in_{log}", True) is not False
+def named_in(doc: Doc, collection: str) -> bool:
+    """Whether ``collection`` (``merges`` or ``suggestions``) may name this customer."""
+    return doc.get(f"in_{collection}", True) is not False
 
 
-async def mark_named(store: Store, customer_ids: Iterable[str], log: str) -> None:
+async def mark_named(store: Store, customer_ids: Iterable[str], collection: str) -> None:
     """Flag the customers a new ``merges`` entry or suggestion is about to name."""
     ids = sorted(set(customer_ids))
+    flag = f"in_{collection}"
     if ids:
         await store.customers.update_many(
-            {"_id": {"$in": ids}, f"in_{log}": {"$ne": True}}, {"$set": {f"in_{log}": True}}
+            {"_id": {"$in": ids}, flag: {"$ne": True}}, {"$set": {flag: True}}
         )
 
 
