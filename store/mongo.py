@@ -343,20 +343,19 @@ async def _retune_expiry(store: Store, name: str, models: Sequence[IndexModel]) 
     existing = {ix["name"]: ix async for ix in await store.db[name].list_indexes()}
     for model in models:
         spec = model.document
-        now = existing.get(spec["name"], {}).get("expireAfterSeconds")
-        if "expireAfterSeconds" not in spec or now is None or now == spec["expireAfterSeconds"]:
+        current = existing.get(spec["name"], {}).get("expireAfterSeconds")
+        wanted = spec.get("expireAfterSeconds")
+        if wanted is None or current is None or current == wanted:
             continue
         log.info(
             "store.retune_expiry collection=%s index=%s from=%s to=%s",
             name,
             spec["name"],
-            now,
-            spec["expireAfterSeconds"],
+            current,
+            wanted,
         )
         await store.db.command(
-            "collMod",
-            name,
-            index={"name": spec["name"], "expireAfterSeconds": spec["expireAfterSeconds"]},
+            "collMod", name, index={"name": spec["name"], "expireAfterSeconds": wanted}
         )
 
 

@@ -6,7 +6,7 @@ import json
 import re
 
 import pytest
-from pymongo import AsyncMongoClient, monitoring
+from pymongo import AsyncMongoClient
 
 from hub.customers import profile, profile_of
 from hub.identity import IdentityActionError, IdentityActions
@@ -15,7 +15,7 @@ from pipeline import topics
 from pipeline.agents.ingest import Ingestor
 from store.mongo import Store
 from tests.integration.test_ingest import Recorder, raw
-from tests.integration.test_merges import ch, claimed, msg, owner
+from tests.integration.test_merges import Commands, ch, claimed, msg, owner
 from tests.integration.test_router import Reads
 
 pytestmark = pytest.mark.integration
@@ -157,23 +157,6 @@ async def test_a_profile_reads_merges_and_suggestions_only_of_customers_they_nam
         assert reads.finds == ["customers", "identities", "merges", "merges", "merge_suggestions"]
     finally:
         await client.close()
-
-
-class Commands(monitoring.CommandListener):
-    """(command, collection) of each read a client sends."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, str]] = []
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if event.command_name in ("find", "aggregate"):
-            self.sent.append((event.command_name, str(event.command[event.command_name])))
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
 
 
 async def test_a_lookup_by_identifier_is_one_read_for_most_customers(store, mongo_url) -> None:
