@@ -397,8 +397,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         await sender.start()
         for w in watchers:
             w.start()
+        freeze_startup()  # what start-up made lives on; before clients can connect
         await connector.start()
-        freeze_startup()  # what start-up made lives on: full collections skip it
         log.info(
             "email.ready smtp=%s:%d imap_mailboxes=%d",
             settings.host,

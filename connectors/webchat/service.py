@@ -632,8 +632,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     try:
         await fanout.start()
         await recorder.start()
+        freeze_startup()  # what start-up made lives on; before clients can connect
         await connector.start()
-        freeze_startup()  # what start-up made lives on: full collections skip it
         log.info(
             "webchat.ready url=%s inboxes=%s", settings.webchat_url, ",".join(connector.inboxes)
         )
