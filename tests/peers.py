@@ -297,6 +297,21 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 """
 
 
+def postfix_trail(log: Path, message_ids: list[str], limit: int = 40) -> str:
+    """Postfix's log lines for the mail with these Message-IDs (its cleanup line names the
+    Message-ID and the queue id; every later line of that mail starts with the queue id), and
+    what is still queued: what a delivery test prints when mail went missing."""
+    text = log.read_text(errors="replace") if log.exists() else ""
+    queue_ids = {
+        line.split(": message-id=")[0].rsplit(" ", 1)[-1]
+        for line in text.splitlines()
+        if any(f"message-id=<{m}>" in line for m in message_ids)
+    }
+    lines = [ln for ln in text.splitlines() if any(f" {q}: " in ln for q in queue_ids)]
+    found = "\n".join(lines[-limit:]) or "(no line names them: Postfix never took them)"
+    return f"postfix queue ids {sorted(queue_ids)}:\n{found}"
+
+
 def start_postfix(
     workdir: Path,
     relay_port: int,
