@@ -299,8 +299,8 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 
 def postfix_trail(log: Path, message_ids: list[str], limit: int = 40) -> str:
     """Postfix's log lines for the mail with these Message-IDs (its cleanup line names the
-    Message-ID and the queue id; every later line of that mail starts with the queue id), and
-    what is still queued: what a delivery test prints when mail went missing."""
+    Message-ID and the queue id; every later line of that mail starts with the queue id):
+    what a delivery test prints when mail went missing (taken? deferred, why? sent?)."""
     text = log.read_text(errors="replace") if log.exists() else ""
     queue_ids = {
         line.split(": message-id=")[0].rsplit(" ", 1)[-1]
