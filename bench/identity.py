@@ -767,8 +767,7 @@ def report(a: argparse.Namespace, w: Workload, res: Result) -> dict[str, Any]:
         f"{BATCH}, unordered (insert_many: {fmt(v['limit_insert'], ' docs/s')})",
         f"              $in by _id: {fmt(v['limit_in500'], ' ids/s')} at {BATCH} a query, "
         f"{fmt(v['limit_in50'], ' ids/s')} at 50; one $in lookup (the faster size) + one "
-        f"upsert per message: "
-        f"{fmt(v['limit_resolve'], ' msg/s')}",
+        f"upsert per message: {fmt(v['limit_resolve'], ' msg/s')}",
         f"  ratio       {v['ratio']:.3f}  (resolution throughput / bulk-upsert limit; target "
         f"≥ 0.5); {v['throughput'] / v['limit_resolve']:.3f} of lookup+upsert",
     ]
